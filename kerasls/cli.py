@@ -1,0 +1,105 @@
+"""The `kerasls` command.
+
+    kerasls new TEMPLATE [-o DIR] [--no-input] [--force] [key=value ...]
+    kerasls templates
+    kerasls predict EXPORT INPUT [-o OUT.csv]
+
+TensorFlow is imported only inside the commands that need it, so `kerasls new`, `--help` and `--version` start
+in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kerasls import __version__
+from kerasls.errors import KeraslsError, run_with_clear_errors
+from kerasls.templates_index import available_templates, render_template
+
+
+def _cmd_templates(args) -> int:
+    for name, description in available_templates().items():
+        print(f"{name:18} {description}")
+    return 0
+
+
+def _cmd_new(args) -> int:
+    extra = {}
+    for item in args.variables:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KeraslsError(f"template variable {item!r} is not of the form key=value (e.g. project_slug=my_intents)")
+        extra[key] = value
+    project = render_template(args.template, output_dir=args.output_dir, extra_context=extra,
+                              no_input=args.no_input, force=args.force)
+    print(f"created {project}")
+    print(f"next: cd {project} && make train")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from kerasls.predict import predict_file  # imports TensorFlow
+
+    frame = predict_file(args.export, args.inputs, batch_size=args.batch_size)
+    if args.output:
+        from kerasls.fileio import atomic_write_text
+
+        atomic_write_text(args.output, frame.to_csv(index=False))
+        print(f"wrote {len(frame)} predictions to {args.output}", file=sys.stderr)
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasls", description="Keras project templates for soft-target classification with label smoothing."
+    )
+    parser.add_argument("--version", action="version", version=f"kerasls {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    new = commands.add_parser("new", help="generate a project from a template")
+    new.add_argument("template", help="template name (see `kerasls templates`) or a template folder")
+    new.add_argument("-o", "--output-dir", default=".", help="folder the project folder is created in (default: .)")
+    new.add_argument("--no-input", action="store_true", help="do not prompt; use defaults and key=value variables")
+    new.add_argument("--force", action="store_true",
+                     help="render into an existing non-empty project folder (files of the template are overwritten, "
+                          "no other file is deleted)")
+    new.add_argument("variables", nargs="*", metavar="key=value", help="template variables, e.g. project_slug=shop")
+    new.set_defaults(handler=_cmd_new)
+
+    templates = commands.add_parser("templates", help="list the templates")
+    templates.set_defaults(handler=_cmd_templates)
+
+    predict = commands.add_parser("predict", help="batch prediction from an export")
+    predict.add_argument("export", help="export folder (runs/<run>/export/<version>, or export/ for the newest)")
+    predict.add_argument("inputs", nargs="+", help="a CSV or Parquet file of raw rows")
+    predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    predict.add_argument("--batch-size", type=int, default=1024)
+    predict.set_defaults(handler=_cmd_predict)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    # key=value variables may come before or after the flags: `kerasls new T --no-input project_slug=x`
+    args, unparsed = parser.parse_known_args(argv)
+    if unparsed:
+        if getattr(args, "variables", None) is None or any(item.startswith("-") for item in unparsed):
+            parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+        args.variables = [*args.variables, *unparsed]
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    return args.handler(args)
+
+
+def entry_point() -> None:
+    raise SystemExit(run_with_clear_errors(main))
+
+
+if __name__ == "__main__":
+    entry_point()

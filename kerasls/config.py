@@ -1,0 +1,238 @@
+"""The config schema: every default in one place, every unknown key an error that names the key.
+
+A project's `config.yaml` is read with `yaml.safe_load`, command-line overrides `section.key=value` are merged
+into it (values parsed as YAML, so `training.epochs=3` is an int and `data.test=null` is None), and the result
+is validated by the pydantic models below. Relative data paths in a config file are resolved against the
+folder of that file; relative paths given on the command line against the current folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kerasls.errors import KeraslsError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FeatureColumns(_Section):
+    numeric: list[str] = []
+    categorical: list[str] = []
+    text: list[str] = []
+
+    def all_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.text]
+
+
+class DataConfig(_Section):
+    train: str = "data/train.csv"
+    val: Optional[str] = None
+    test: Optional[str] = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    label: str = "intent"
+    features: Optional[FeatureColumns] = None
+    text_max_tokens: int = Field(2000, ge=10)
+
+
+class TargetsConfig(_Section):
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    prior: Literal["uniform", "class_prior"] = "uniform"
+    soft_labels: Optional[dict[str, Any]] = None
+
+    @field_validator("soft_labels")
+    @classmethod
+    def _known_soft_label_source(cls, value):
+        if value is None:
+            return value
+        sources = {"probabilities", "votes", "teacher"} & set(value)
+        if len(sources) != 1:
+            raise ValueError(
+                "must name exactly one source: {probabilities: [cols]}, {votes: [cols]} or "
+                f"{{teacher: EXPORT, temperature: T}}. Received: {value!r}"
+            )
+        return value
+
+
+class TabularModelConfig(_Section):
+    hidden_units: list[int] = [128, 64]
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    options: dict[str, Any] = {}  # free-form keys for a model.py the user extended
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    early_stopping: int = Field(5, ge=0)  # patience in epochs on val NLL; 0 turns it off
+    mixed_precision: bool = False
+    jit_compile: Union[Literal["auto"], bool] = "auto"
+    distribute: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    deterministic: bool = False
+    verbose: Literal[0, 1, 2] = 1
+
+
+class CalibrationConfig(_Section):
+    temperature_scaling: bool = True
+    bins: int = Field(15, ge=1)
+    target_accuracy: float = Field(0.95, gt=0.0, le=1.0)
+
+
+class ExportConfig(_Section):
+    enabled: bool = True
+
+
+class TabularConfig(_Section):
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    targets: TargetsConfig = TargetsConfig()
+    model: TabularModelConfig = TabularModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _label_is_not_a_feature(self):
+        features = self.data.features
+        if features is not None and self.data.label in features.all_columns():
+            raise ValueError(
+                f"data.features lists the label column {self.data.label!r}: remove it from the features"
+            )
+        return self
+
+
+SCHEMAS = {"tabular": TabularConfig}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading and overriding
+
+
+def read_yaml(path) -> dict:
+    """Read a YAML mapping with `yaml.safe_load` (python object tags are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KeraslsError(f"{path}: config file not found; pass an existing file with --config")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise KeraslsError(f"{path}:{where}: invalid YAML ({problem}); fix the syntax at that place") from None
+    except UnicodeDecodeError:
+        raise KeraslsError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise KeraslsError(f"{path}: the config must be a mapping of keys, got a {type(loaded).__name__}")
+    return loaded
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.epochs=3` -> (["training", "epochs"], 3). The value is parsed as YAML."""
+    key, sep, raw_value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise KeraslsError(
+            f"override {text!r} is not of the form key=value (e.g. training.epochs=3)"
+        )
+    try:
+        value = yaml.safe_load(raw_value) if raw_value != "" else ""
+    except yaml.YAMLError:
+        value = raw_value
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    merged = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise KeraslsError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for key in ("train", "val", "test"):
+        value = data.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            data[key] = str((base / value).resolve())
+    soft = (raw.get("targets") or {}).get("soft_labels")
+    if isinstance(soft, dict) and isinstance(soft.get("teacher"), str):
+        if not Path(soft["teacher"]).is_absolute():
+            soft["teacher"] = str((base / soft["teacher"]).resolve())
+
+
+def _describe_error(error: dict, schema: type[BaseModel], source: str) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        model = schema
+        for part in error["loc"][:-1]:
+            field = model.model_fields.get(str(part))
+            annotation = getattr(field, "annotation", None)
+            model = next(
+                (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                 and issubclass(a, BaseModel)), None) if annotation else None
+            if model is None:
+                break
+        known = list(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys here: {', '.join(known)}"
+        return f"{source}: unknown config key {key!r}{hint}"
+    received = error.get("input")
+    return f"{source}: config key {key!r}: {error['msg']} (received {received!r})"
+
+
+def build_config(raw: dict, schema: type[BaseModel] = TabularConfig, source: str = "config"):
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise KeraslsError(_describe_error(first, schema, source)) from None
+
+
+def load_config(path=None, overrides=(), schema: type[BaseModel] = TabularConfig):
+    """Read `path` (or only defaults when None), merge `key=value` overrides, validate."""
+    raw: dict = {}
+    source = "command line"
+    if path is not None:
+        raw = read_yaml(path)
+        _resolve_paths(raw, Path(path).resolve().parent)
+        source = str(path)
+    override_raw = apply_overrides({}, list(overrides))
+    _resolve_paths(override_raw, Path.cwd())
+    merged = _deep_merge(raw, override_raw)
+    return build_config(merged, schema, source if not overrides else f"{source} + overrides")
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_config(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,210 @@
+"""Tables in, checked columns out: CSV/Parquet reading, feature inference, stratified split, tf.data.
+
+Every check raises `KeraslsError` with the file and column it is about, so a user sees one line that says what
+to fix instead of a traceback from deep inside TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from kerasls.config import DataConfig, FeatureColumns
+from kerasls.errors import KeraslsError
+
+# Names a SavedModel signature accepts as input keys (TF's own rule for signature arguments).
+_SIGNATURE_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
+
+
+def read_table(path, role="data") -> pd.DataFrame:
+    """Read a CSV or Parquet file; `role` ("train", "test", ...) only improves the error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise KeraslsError(f"{path}: {role} file not found; set data.{role} to an existing CSV or Parquet file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            with path.open("rb") as handle:
+                header = handle.readline().decode("utf-8").rstrip("\r\n").split(",")
+            duplicated = sorted({name for name in header if header.count(name) > 1})
+            if duplicated:
+                raise KeraslsError(f"{path}: duplicate column name(s) {duplicated}; give every column a unique name")
+            frame = pd.read_csv(path, encoding="utf-8")
+    except KeraslsError:
+        raise
+    except UnicodeDecodeError as error:
+        raise KeraslsError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset {error.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise KeraslsError(f"{path}: the file is empty; it needs a header row and data rows") from None
+    except (pd.errors.ParserError, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise KeraslsError(f"{path}: cannot be read as a table ({first_line})") from None
+    if frame.empty:
+        raise KeraslsError(f"{path}: has a header but no data rows")
+    frame.attrs["path"] = str(path)
+    return frame
+
+
+def _looks_like_text(values: pd.Series) -> bool:
+    """Free text: on average more than two words a value, or mostly distinct values."""
+    strings = values.dropna().astype(str)
+    if strings.empty:
+        return False
+    mean_words = strings.str.split().str.len().mean()
+    distinct_share = strings.nunique() / len(strings)
+    return mean_words > 2.0 or (distinct_share > 0.5 and len(strings) > 20 and mean_words > 1.0)
+
+
+def infer_features(frame: pd.DataFrame, label: str) -> FeatureColumns:
+    """Numeric columns -> numeric; booleans and short strings -> categorical; longer strings -> text."""
+    numeric, categorical, text = [], [], []
+    for name in frame.columns:
+        if name == label:
+            continue
+        column = frame[name]
+        if pd.api.types.is_bool_dtype(column):
+            categorical.append(name)
+        elif pd.api.types.is_numeric_dtype(column):
+            numeric.append(name)
+        elif _looks_like_text(column):
+            text.append(name)
+        else:
+            categorical.append(name)
+    return FeatureColumns(numeric=numeric, categorical=categorical, text=text)
+
+
+def check_columns(frame: pd.DataFrame, features: FeatureColumns, label: Optional[str]) -> None:
+    path = frame.attrs.get("path", "table")
+    wanted = features.all_columns() + ([label] if label else [])
+    for name in wanted:
+        if name not in frame.columns:
+            role = "label" if name == label else "feature"
+            raise KeraslsError(
+                f"{path}: {role} column {name!r} not found; columns are {list(frame.columns)}"
+                + (" (set data.label)" if role == "label" else " (fix data.features)")
+            )
+        if frame[name].isna().all():
+            raise KeraslsError(f"{path}: column {name!r} is empty (all values missing); fill it or drop it from the features")
+    for name in features.all_columns():
+        if not _SIGNATURE_NAME.match(str(name)):
+            raise KeraslsError(
+                f"{path}: column name {name!r} cannot name a serving input (use letters, digits, '_', '.', '-'); rename it"
+            )
+    for name in features.numeric:
+        if not pd.api.types.is_numeric_dtype(frame[name]):
+            converted = pd.to_numeric(frame[name], errors="coerce")
+            bad = frame[name][converted.isna() & frame[name].notna()]
+            row = int(bad.index[0]) + 2  # +1 for the header, +1 for 1-based line numbers
+            raise KeraslsError(
+                f"{path}: line {row}, numeric column {name!r} holds {bad.iloc[0]!r}; fix the value or list the "
+                "column under data.features.categorical"
+            )
+    if label and frame[label].isna().any():
+        row = int(frame.index[frame[label].isna()][0]) + 2
+        raise KeraslsError(f"{path}: line {row}: label column {label!r} is missing a value; fill it or drop the row")
+
+
+def label_strings(column: pd.Series) -> np.ndarray:
+    """Class names as strings: 1.0 and 1 are the same class "1"; booleans become "False"/"True"."""
+    def as_name(value):
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+    return np.array([as_name(value) for value in column], dtype=object)
+
+
+def label_indices(frame: pd.DataFrame, label: str, classes: list[str]) -> np.ndarray:
+    names = label_strings(frame[label])
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = [(row, name) for row, name in enumerate(names) if name not in index]
+    if unknown:
+        row, name = unknown[0]
+        raise KeraslsError(
+            f"{frame.attrs.get('path', 'table')}: line {row + 2}: label {name!r} in column {label!r} is not a "
+            f"training class {classes}; remove the row or add examples of that class to the training data"
+        )
+    return np.array([index[name] for name in names], dtype=np.int64)
+
+
+def column_arrays(frame: pd.DataFrame, features: FeatureColumns) -> dict:
+    """Raw columns as the serving signature takes them: float32 for numeric, str for the rest ('' if missing)."""
+    arrays = {name: frame[name].astype("float64").to_numpy(dtype=np.float32) for name in features.numeric}
+    for name in features.categorical + features.text:
+        arrays[name] = np.array(["" if pd.isna(v) else str(v) for v in frame[name]], dtype=object)
+    return arrays
+
+
+def stratified_split(frame: pd.DataFrame, label: str, val_fraction: float, seed: int):
+    """Split so every class keeps its share: per class, round(n·fraction) rows (at least 1 when n ≥ 2) go to val."""
+    rng = np.random.default_rng(seed)
+    names = label_strings(frame[label])
+    val_rows = []
+    for name in sorted(set(names)):
+        rows = np.flatnonzero(names == name)
+        rng.shuffle(rows)
+        count = int(round(len(rows) * val_fraction))
+        if len(rows) >= 2:
+            count = min(max(count, 1), len(rows) - 1)
+        else:
+            count = 0
+        val_rows.extend(rows[:count])
+    is_val = np.zeros(len(frame), dtype=bool)
+    is_val[val_rows] = True
+    train, val = frame[~is_val], frame[is_val]
+    train.attrs, val.attrs = dict(frame.attrs), dict(frame.attrs)
+    return train, val
+
+
+@dataclass
+class TabularSplits:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: Optional[pd.DataFrame]
+    classes: list[str]
+    features: FeatureColumns
+
+    @property
+    def eval_split(self) -> str:
+        return "test" if self.test is not None else "val"
+
+    @property
+    def eval_frame(self) -> pd.DataFrame:
+        return self.test if self.test is not None else self.val
+
+
+def load_splits(config: DataConfig, seed: int) -> TabularSplits:
+    """Read train (and val/test when given), check columns, infer features, split train when no val file."""
+    train = read_table(config.train, "train")
+    features = config.features or infer_features(train, config.label)
+    if not features.all_columns():
+        raise KeraslsError(f"{config.train}: no feature columns besides the label {config.label!r}")
+    check_columns(train, features, config.label)
+    classes = sorted(set(label_strings(train[config.label])))
+    if len(classes) < 2:
+        raise KeraslsError(
+            f"{config.train}: label column {config.label!r} has one class only ({classes}); a classifier needs two or more"
+        )
+    if config.val:
+        val = read_table(config.val, "val")
+        check_columns(val, features, config.label)
+    else:
+        train, val = stratified_split(train, config.label, config.val_fraction, seed)
+    test = None
+    if config.test:
+        test = read_table(config.test, "test")
+        check_columns(test, features, config.label)
+    splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features)
+    for frame in (val, test):
+        if frame is not None:
+            label_indices(frame, config.label, classes)  # raises on a class unseen in training
+    return splits

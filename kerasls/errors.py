@@ -1,0 +1,31 @@
+"""The one exception type for mistakes a user can fix.
+
+A `KeraslsError` carries a single line that names the file, row, column or key and says how to fix it. The
+command-line entry points print it as `error: <message>` on standard error and exit with status 2, without a
+traceback (unless `--debug`). It subclasses `ValueError` so library callers can catch it the usual way.
+"""
+
+
+class KeraslsError(ValueError):
+    """Bad input: a config key, a data file, a column, a template variable."""
+
+
+def run_with_clear_errors(main, argv=None):
+    """Run `main(argv)`; a `KeraslsError` becomes one `error: ...` line on stderr and exit status 2.
+
+    `--debug` anywhere on the command line shows the traceback instead.
+    """
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        return main(argv)
+    except KeraslsError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,0 +1,111 @@
+"""SavedModel exports for serving: raw inputs in, calibrated probabilities and class names out.
+
+An export is a numbered folder `export/<version>/` as TF Serving expects. It is written to a hidden temporary
+folder and renamed to the next free version number when complete, so a serving system watching the folder
+never sees a half-written model, and an existing version is never overwritten.
+
+Signature `serving_default` (the contract in DESIGN.md):
+    inputs:  the raw columns by name (rank-1 float32 or string) or `image_bytes`
+    outputs: probabilities [N, K] float32 (softmax(logits / T)), class_id int64, class_name string,
+             confidence float32, and logits [N, K] float32 (before temperature, for recalibration)
+The export needs only TensorFlow to load: `tf.saved_model.load(path).signatures["serving_default"]`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import tensorflow as tf
+
+from kerasls.errors import KeraslsError
+
+LABELS_FILE = "labels.txt"
+
+
+def next_version(export_root) -> int:
+    export_root = Path(export_root)
+    versions = [int(p.name) for p in export_root.iterdir() if p.is_dir() and p.name.isdigit()] if export_root.exists() else []
+    return max(versions, default=0) + 1
+
+
+def classifier_outputs(logits, temperature, class_names):
+    """The serving outputs from logits: the one place temperature and class names are applied."""
+    logits = tf.cast(logits, tf.float32)
+    probabilities = tf.nn.softmax(logits / temperature, axis=-1)
+    class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+    return {
+        "probabilities": probabilities,
+        "class_id": class_id,
+        "class_name": tf.gather(class_names, class_id),
+        "confidence": tf.reduce_max(probabilities, axis=-1),
+        "logits": logits,
+    }
+
+
+def export_classifier(export_root, *, logits_fn, input_signature, tracked, classes, temperature=1.0,
+                      extra_signatures=None) -> Path:
+    """Write a new version folder. `logits_fn(inputs) -> logits`; `tracked`: layers/models it uses.
+
+    `input_signature` is a dict of `tf.TensorSpec` (one per raw input); `extra_signatures` maps a name to
+    (function, input_signature) for more endpoints (e.g. `serving_tensor` for images).
+    """
+    import keras  # only the writer needs keras; the written export does not
+
+    export_root = Path(export_root)
+    export_root.mkdir(parents=True, exist_ok=True)
+    class_names = tf.constant([str(c) for c in classes])
+    temperature = tf.constant(float(temperature), tf.float32)
+
+    def serve(inputs):
+        return classifier_outputs(logits_fn(inputs), temperature, class_names)
+
+    archive = keras.export.ExportArchive()
+    for resource in tracked:
+        archive.track(resource)
+    archive.add_endpoint("serving_default", serve, input_signature=[input_signature])
+    for name, (function, signature) in (extra_signatures or {}).items():
+        archive.add_endpoint(name, function, input_signature=[signature])
+
+    temp_dir = export_root / f".tmp-{uuid.uuid4().hex}"
+    try:
+        archive.write_out(str(temp_dir), verbose=False)
+        (temp_dir / "assets").mkdir(exist_ok=True)
+        (temp_dir / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+        while True:
+            version_dir = export_root / str(next_version(export_root))
+            try:
+                os.rename(temp_dir, version_dir)  # fails if the version appeared meanwhile: never overwrite
+                break
+            except OSError:
+                if not version_dir.exists():
+                    raise
+    finally:
+        if temp_dir.exists():
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    return version_dir
+
+
+def resolve_export(path) -> Path:
+    """An export folder, or an export root holding numbered versions (the newest is taken)."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir():
+        versions = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()))
+        if versions:
+            return path / str(versions[-1])
+    raise KeraslsError(f"{path}: not a SavedModel export (no saved_model.pb); pass runs/<run>/export/<version>")
+
+
+def load_serving_function(path):
+    """(serving function, {input name: tf.TensorSpec}, class names) of an export."""
+    export_dir = resolve_export(path)
+    loaded = tf.saved_model.load(str(export_dir))
+    function = loaded.signatures["serving_default"]
+    _, input_specs = function.structured_input_signature
+    labels_path = export_dir / "assets" / LABELS_FILE
+    classes = labels_path.read_text(encoding="utf-8").splitlines() if labels_path.is_file() else None
+    return function, dict(input_specs), classes, loaded

@@ -1,0 +1,299 @@
+"""The run report: three PNG plots and one self-contained `report.html`.
+
+Plots are drawn on `matplotlib.figure.Figure` objects with an explicit Agg canvas, so this module never touches
+pyplot's global state or the process-wide backend. `report.html` embeds every image as a base64 `data:image/png`
+URI and carries inline CSS only: no scripts, no external links, so it can be mailed or archived as one file.
+Every file is written atomically (kerasls.fileio).
+"""
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from kerasls import calibration
+from kerasls.fileio import atomic_write_bytes, atomic_write_text
+
+ANNOTATE_CONFUSION_UP_TO = 20  # classes; above this the count annotations are dropped
+_LOSS_COLUMNS = ("loss", "val_loss", "nll", "val_nll")
+_ACCURACY_COLUMNS = ("accuracy", "val_accuracy")
+_CURVE_COLOURS = {"loss": "#4c72b0", "nll": "#dd8452", "accuracy": "#55a868"}  # train solid, val dashed
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _png_bytes(figure):
+    """Render a Figure through its own Agg canvas and return the PNG bytes."""
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _save(figure, path):
+    return atomic_write_bytes(path, _png_bytes(figure))
+
+
+def _plain_text(name, limit=24):
+    """A class name safe for matplotlib text: `$` would start mathtext; long names are shortened."""
+    name = str(name)
+    name = name if len(name) <= limit else name[: limit - 1] + "…"
+    return name.replace("$", r"\$")
+
+
+def _history_columns(history):
+    """{column: float array} from a CSVLogger DataFrame or a Keras `History.history` dict; {} for None/empty."""
+    if history is None:
+        return {}
+    items = [(column, history[column]) for column in history.columns] if hasattr(history, "columns") else \
+        list(dict(history).items())
+    columns = {}
+    for name, values in items:
+        try:
+            values = np.asarray(values, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            continue  # a non-numeric column is not a curve
+        if values.size:
+            columns[str(name)] = values
+    return columns
+
+
+# --------------------------------------------------------------------------------------------------- plots
+def _reliability_panel(diagram, histogram, probs, labels, bins, title):
+    """Reliability diagram (accuracy per bin vs the diagonal, gap shaded) above a confidence histogram."""
+    table = calibration.reliability_bins(probs, labels, bins)
+    ece = calibration.expected_calibration_error(probs, labels, bins)
+    edges, width = table["edges"], 1.0 / bins
+    left = edges[:-1]
+    filled = table["count"] > 0
+    accuracy = np.where(filled, table["accuracy"], 0.0)
+    confidence = np.where(filled, table["confidence"], 0.0)
+    diagram.bar(left[filled], accuracy[filled], width=width, align="edge", color="#4c72b0", edgecolor="white",
+                label="accuracy")
+    gap_bottom, gap_height = np.minimum(accuracy, confidence), np.abs(confidence - accuracy)
+    diagram.bar(left[filled], gap_height[filled], bottom=gap_bottom[filled], width=width, align="edge",
+                color="#dd8452", alpha=0.45, edgecolor="#c44e52", hatch="//", label="gap to confidence")
+    diagram.plot([0, 1], [0, 1], linestyle="--", color="#555555", label="perfect calibration")
+    diagram.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title} — ECE {ece:.4f}")
+    diagram.legend(loc="upper left", fontsize="small")
+    diagram.tick_params(labelbottom=False)
+    share = table["count"] / max(int(table["count"].sum()), 1)
+    histogram.bar(left, share, width=width, align="edge", color="#8c8c8c", edgecolor="white")
+    top_confidence = np.max(probs, axis=1)
+    histogram.axvline(float(np.mean(top_confidence)), color="#c44e52", label="mean confidence")
+    histogram.axvline(float(np.mean(np.argmax(probs, axis=1) == labels)), color="#4c72b0", linestyle="--",
+                      label="accuracy")
+    histogram.set(xlim=(0, 1), xlabel="top-label confidence", ylabel="share of rows")
+    histogram.legend(loc="upper left", fontsize="x-small")
+
+
+def plot_reliability(probs_before, probs_after, labels, bins, path):
+    """One PNG, two columns (before / after temperature scaling), each a reliability diagram over a confidence
+    histogram with `bins` equal-width bins; `probs_after=None` draws the first column only. Returns the path."""
+    panels = [(probs_before, "Before temperature")]
+    if probs_after is not None:
+        panels.append((probs_after, "After temperature"))
+    labels = np.asarray(labels)
+    figure = Figure(figsize=(6.0 * len(panels), 7.0), layout="constrained")
+    grid = figure.add_gridspec(2, len(panels), height_ratios=(3, 1))
+    for column, (probs, title) in enumerate(panels):
+        diagram = figure.add_subplot(grid[0, column])
+        histogram = figure.add_subplot(grid[1, column], sharex=diagram)
+        _reliability_panel(diagram, histogram, np.asarray(probs, dtype=float), labels, bins, title)
+    return _save(figure, path)
+
+
+def plot_history(history, path):
+    """Training curves from a CSVLogger DataFrame (columns `epoch`, `loss`, `val_loss`, `nll`, `val_nll`,
+    `accuracy`, `val_accuracy`, any may be missing): loss/NLL panel and accuracy panel; epochs 1-based."""
+    columns = _history_columns(history)
+    length = max((len(values) for values in columns.values()), default=0)
+    epochs = columns["epoch"] + 1 if "epoch" in columns else np.arange(1, length + 1)
+    figure = Figure(figsize=(11.0, 4.0), layout="constrained")
+    panels = figure.subplots(1, 2)
+    for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (with smoothing) and NLL (without)"),
+                               (panels[1], _ACCURACY_COLUMNS, "accuracy")):
+        drawn = [name for name in names if name in columns]
+        for name in drawn:
+            family = name.removeprefix("val_")
+            axes.plot(epochs, columns[name], marker="o", markersize=3, label=name,
+                      color=_CURVE_COLOURS.get(family, "#555555"), linestyle="--" if name.startswith("val_") else "-")
+        if drawn:
+            axes.legend(fontsize="small")
+        else:
+            axes.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=axes.transAxes)
+        axes.set(title=title, xlabel="epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def confusion_matrix(labels, predicted, num_classes):
+    """Counts C[i, j] = number of rows with true class i and predicted class j."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    if labels.shape != predicted.shape or labels.ndim != 1:
+        raise ValueError(f"`labels` and `predicted` must be 1-D of the same length. "
+                         f"Received shapes: {labels.shape} and {predicted.shape}")
+    for name, values in (("labels", labels), ("predicted", predicted)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"`{name}` must be in [0, {num_classes - 1}]. "
+                             f"Received values in [{values.min()}, {values.max()}]")
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def plot_confusion(labels, predicted, classes, path):
+    """Confusion-matrix heat map (rows true, columns predicted), coloured by share of the true class and
+    annotated with counts up to ANNOTATE_CONFUSION_UP_TO classes. Returns the path."""
+    classes = [str(name) for name in classes]
+    num_classes = len(classes)
+    counts = confusion_matrix(labels, predicted, num_classes)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
+    side = min(4.0 + 0.28 * num_classes, 18.0)
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+    font_size = 9 if num_classes <= ANNOTATE_CONFUSION_UP_TO else 7 if num_classes <= 50 else 6
+    names = [_plain_text(name) for name in classes]
+    axes.set_xticks(range(num_classes), names, rotation=90, fontsize=font_size)
+    axes.set_yticks(range(num_classes), names, fontsize=font_size)
+    annotate = num_classes <= ANNOTATE_CONFUSION_UP_TO
+    axes.set(xlabel="predicted class", ylabel="true class",
+             title="Confusion matrix" + (" (numbers: counts)" if annotate else f" ({len(labels)} rows)"))
+    if annotate:
+        for i in range(num_classes):
+            for j in range(num_classes):
+                if counts[i, j]:
+                    axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font_size,
+                              color="white" if shares[i, j] > 0.5 else "black")
+    return _save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------------- HTML
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.8em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f3f3f3; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.note { color: #555; font-size: 0.95em; }
+code { background: #f3f3f3; padding: 0 0.25em; }
+"""
+
+
+def _format(value, digits=4):
+    """A metric as text: floats with `digits` decimals, None or a missing value as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, (float, np.floating)):
+        return "nan" if math.isnan(value) else f"{float(value):.{digits}f}"
+    return html.escape(str(value))
+
+
+def _percent(value):
+    return "—" if value is None else f"{100.0 * float(value):.1f}%"
+
+
+def _threshold_text(threshold):
+    """0.9 -> "0.90"; thresholds finer than the grid keep four decimals."""
+    threshold = float(threshold)
+    return f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:.4f}"
+
+
+def _image(png, alt):
+    encoded = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _metrics_section(metrics):
+    rows = [("accuracy", "accuracy", "accuracy"), ("NLL", "nll", "nll_calibrated"),
+            ("ECE", "ece", "ece_calibrated"), ("MCE", "mce", "mce_calibrated"),
+            ("Brier", "brier", "brier_calibrated"), ("adaptive ECE", "adaptive_ece", None),
+            ("classwise ECE", "classwise_ece", None)]
+    body = "".join(f"<tr><td>{name}</td><td>{_format(metrics.get(before))}</td>"
+                   f"<td>{_format(metrics.get(after)) if after else '—'}</td></tr>"
+                   for name, before, after in rows if before in metrics)
+    temperature = metrics.get("temperature")
+    details = [("temperature T", _format(temperature)), ("label smoothing ε", _format(metrics.get("label_smoothing"))),
+               ("split", _format(metrics.get("split"))), ("n", _format(metrics.get("n"))),
+               ("calibration bins", _format(metrics.get("bins"))), ("export", _format(metrics.get("export_path")))]
+    parts = ["<h2>Metrics</h2>",
+             f"<table><thead><tr><th>metric</th><th>before temperature</th><th>after temperature</th></tr></thead>"
+             f"<tbody>{body}</tbody></table>",
+             "<table><tbody>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in details) + "</tbody></table>",
+             '<p class="note">Metrics use hard, unsmoothed labels. ECE is top-label with equal-width bins; '
+             "the temperature was fitted on validation NLL and divides the logits, so accuracy is unchanged.</p>"]
+    if metrics.get("temperature_scaling") is False:
+        parts.append('<p class="note">Temperature scaling was turned off (calibration.temperature_scaling), '
+                     "so T=1.</p>")
+    elif temperature is not None and float(temperature) == 1.0:
+        parts.append('<p class="note">Temperature scaling did not lower validation NLL, so T=1 was kept.</p>')
+    return "\n".join(parts)
+
+
+def _thresholds_section(thresholds):
+    if not thresholds:
+        return ""
+    body = "".join(f"<tr><td>{_threshold_text(row['threshold'])}</td><td>{_percent(row['coverage'])}</td>"
+                   f"<td>{_percent(row['accuracy'])}</td><td>{row['n']}</td></tr>" for row in thresholds["rows"])
+    target = thresholds.get("target_accuracy")
+    smallest = thresholds.get("smallest_threshold_for_target")
+    if target is None:
+        sentence = ""
+    elif smallest is None:
+        sentence = (f"No confidence threshold reaches {_percent(target)} accuracy on these rows: "
+                    "every threshold leaves accuracy below the target.")
+    else:
+        sentence = (f"The smallest confidence threshold reaching {_percent(target)} accuracy is {smallest:.4f}, "
+                    f"automating {_percent(thresholds.get('coverage_at_target'))} of rows.")
+    return ("<h2>Automation rate</h2>"
+            '<p class="note">Rows whose calibrated top-label confidence is at least the threshold are handled '
+            "automatically; coverage is their share of all rows, accuracy is measured on them.</p>"
+            "<table><thead><tr><th>threshold</th><th>coverage</th><th>accuracy</th><th>rows</th></tr></thead>"
+            f"<tbody>{body}</tbody></table><p>{sentence}</p>")
+
+
+def write_report(run_dir, metrics, history, probs_before, probs_after, labels, classes, title="kerasls run"):
+    """Write `plots/reliability.png`, `plots/history.png` (only when `history` has rows),
+    `plots/confusion.png` and a self-contained `report.html` under `run_dir`; returns the report's path.
+
+    `metrics` is calibration.evaluate's dict plus `classes`, `split`, `label_smoothing`, `export_path`;
+    `probs_before`/`probs_after` are [N, K] probabilities without/with temperature, `labels` [N] class indices.
+    """
+    run_dir = Path(run_dir)
+    plots = run_dir / "plots"
+    probs_before = np.asarray(probs_before, dtype=float)
+    labels = np.asarray(labels)
+    bins = int(metrics.get("bins", 15))
+    images = {"reliability": plot_reliability(probs_before, probs_after, labels, bins, plots / "reliability.png"),
+              "confusion": plot_confusion(labels, np.argmax(probs_before, axis=1), classes, plots / "confusion.png")}
+    if _history_columns(history):
+        images["history"] = plot_history(history, plots / "history.png")
+
+    def embedded(name, alt):
+        return _image(images[name].read_bytes(), alt) if name in images else ""
+
+    class_list = ", ".join(f"<code>{html.escape(str(name))}</code>" for name in classes)
+    sections = [
+        f"<h1>{html.escape(str(title))}</h1>",
+        f'<p class="note">{len(classes)} classes: {class_list}</p>',
+        _metrics_section(metrics),
+        ("<h2>Training curves</h2>" + embedded("history", "training curves")) if "history" in images
+        else '<h2>Training curves</h2><p class="note">No training history (for example, an evaluated export).</p>',
+        "<h2>Reliability diagram</h2>" + embedded("reliability", "reliability diagram before and after temperature"),
+        "<h2>Confusion matrix</h2>" + embedded("confusion", "confusion matrix"),
+        _thresholds_section(metrics.get("thresholds")),
+    ]
+    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(str(title))}</title><style>{_CSS}</style></head>\n<body>\n"
+                + "\n".join(section for section in sections if section) + "\n</body></html>\n")
+    return atomic_write_text(run_dir / "report.html", document)

@@ -1,0 +1,99 @@
+"""The run folder (`runs/<name>/`) and the command line of a generated `train.py`.
+
+    python train.py [--config FILE] [--run-name NAME] [key=value ...]
+
+The run folder holds everything one training produced (see the contract in DESIGN.md). A new name is made from
+the time; `--run-name` picks one, and rerunning with the same name resumes an interrupted training from its
+`checkpoints/backup` (Keras `BackupAndRestore`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerasls import config as config_module
+from kerasls.errors import KeraslsError
+from kerasls.fileio import atomic_write_text
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / "predictions.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def export_root(self) -> Path:
+        return self.path / "export"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+
+def new_run_name() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def create_run_folder(runs_dir, name=None) -> RunFolder:
+    runs_dir = Path(runs_dir)
+    if name is not None and (not name or "/" in name or name in (".", "..")):
+        raise KeraslsError(f"--run-name {name!r}: use a plain folder name such as 'baseline'")
+    base = name or new_run_name()
+    path = runs_dir / base
+    if name is None:
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = runs_dir / f"{base}-{suffix}"
+    path.mkdir(parents=True, exist_ok=name is not None)
+    return RunFolder(path)
+
+
+def parse_train_args(argv, description="Train a classifier"):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default="config.yaml", help="YAML config file (default: config.yaml)")
+    parser.add_argument("--run-name", default=None, help="run folder name under runs/ (rerun the same name to resume)")
+    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.epochs=3")
+    return parser.parse_intermixed_args(argv)
+
+
+def start_run(argv=None, schema=config_module.TabularConfig):
+    """Parse the command line, validate the config, make the run folder and write the resolved config into it."""
+    args = parse_train_args(sys.argv[1:] if argv is None else argv)
+    config = config_module.load_config(args.config, args.overrides, schema)
+    run = create_run_folder(args.runs_dir, args.run_name)
+    atomic_write_text(run.config, config_module.dump_config(config))
+    return config, run

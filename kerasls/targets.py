@@ -1,0 +1,88 @@
+"""Soft-target math: pure numpy functions that turn labels into probability vectors.
+
+Every target source ends as an [N, K] float32 array whose rows are distributions; the loss is always
+`keras.losses.CategoricalCrossentropy(label_smoothing=ε, from_logits=True)`, which replaces a target y by
+
+    y_ls = y · (1 − ε) + ε / K
+
+(Szegedy et al. 2016). `smooth` is that closed form, used by the tests and by `class_prior_smooth`, which spreads
+the mass ε by the training class frequencies π instead of uniformly (Pereyra et al. 2017):
+
+    y_cp = y · (1 − ε) + ε · π
+
+When a project uses `class_prior`, the pipeline applies it and the loss's own `label_smoothing` is set to 0 so ε
+is not applied twice.
+"""
+
+import numpy as np
+
+
+def _check_epsilon(epsilon):
+    if not 0.0 <= epsilon < 1.0:
+        raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={epsilon}")
+
+
+def one_hot(indices, num_classes) -> np.ndarray:
+    """Hard class indices [N] -> one-hot float32 [N, K]."""
+    indices = np.asarray(indices)
+    if indices.ndim != 1:
+        raise ValueError(f"`indices` must be rank 1. Received: shape={indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
+        raise ValueError(
+            f"class indices must be in [0, {num_classes}). Received: min={indices.min()}, max={indices.max()}"
+        )
+    return np.eye(num_classes, dtype=np.float32)[indices]
+
+
+def smooth(targets, epsilon) -> np.ndarray:
+    """Uniform label smoothing: y(1 − ε) + ε/K, exactly what the Keras loss applies."""
+    _check_epsilon(epsilon)
+    targets = np.asarray(targets, dtype=np.float32)
+    num_classes = targets.shape[-1]
+    return targets * (1.0 - epsilon) + epsilon / num_classes
+
+
+def class_prior(indices, num_classes) -> np.ndarray:
+    """Training class frequencies π, the prior for `class_prior_smooth`."""
+    counts = np.bincount(np.asarray(indices), minlength=num_classes).astype(np.float64)
+    return (counts / counts.sum()).astype(np.float32)
+
+
+def class_prior_smooth(targets, epsilon, prior) -> np.ndarray:
+    """Label smoothing toward the class prior π: y(1 − ε) + ε·π (Pereyra et al. 2017)."""
+    _check_epsilon(epsilon)
+    targets = np.asarray(targets, dtype=np.float32)
+    prior = np.asarray(prior, dtype=np.float32)
+    if prior.shape != (targets.shape[-1],) or not np.isclose(prior.sum(), 1.0, atol=1e-5):
+        raise ValueError(f"`prior` must be a distribution over {targets.shape[-1]} classes. Received: {prior}")
+    return targets * (1.0 - epsilon) + epsilon * prior
+
+
+def from_votes(counts, alpha=0.0) -> np.ndarray:
+    """Annotator vote counts [N, K] -> distributions, with add-α smoothing: (c + α) / (Σc + Kα)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if alpha < 0:
+        raise ValueError(f"`vote_smoothing` must be >= 0. Received: {alpha}")
+    smoothed = counts + alpha
+    totals = smoothed.sum(axis=1, keepdims=True)
+    if np.any(totals <= 0):
+        raise ValueError(f"vote rows must not sum to 0. Received zero rows at {np.flatnonzero(totals[:, 0] <= 0)[:5]}")
+    return (smoothed / totals).astype(np.float32)
+
+
+def from_teacher(logits, temperature=1.0) -> np.ndarray:
+    """Teacher logits z_t -> softmax(z_t / T), the soft targets of Hinton et al. 2015."""
+    if temperature <= 0:
+        raise ValueError(f"`temperature` must be > 0. Received: {temperature}")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def invalid_distribution_rows(targets, atol=1e-3) -> np.ndarray:
+    """Indices of rows that are not distributions: NaN, negative, or not summing to 1 within `atol`."""
+    targets = np.asarray(targets, dtype=np.float64)
+    bad = np.isnan(targets).any(axis=1) | (targets < 0).any(axis=1)
+    bad |= ~np.isclose(np.nan_to_num(targets).sum(axis=1), 1.0, atol=atol)
+    return np.flatnonzero(bad)

@@ -1,0 +1,105 @@
+"""Find the cookiecutter templates shipped with kerasls and render one safely.
+
+In a source checkout the templates are the repository's `templates/` folder; in an installed wheel the same
+folder is the package `kerasls.templates` (setup.cfg maps one onto the other).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from kerasls.errors import KeraslsError
+
+_SLUG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def templates_root() -> Path:
+    try:
+        from importlib.resources import files
+
+        root = Path(str(files("kerasls.templates")))
+        if root.is_dir():
+            return root
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def available_templates() -> dict[str, str]:
+    """Template name -> one-line description (the `_description` key of its cookiecutter.json)."""
+    found = {}
+    for folder in sorted(templates_root().iterdir()):
+        spec = folder / "cookiecutter.json"
+        if spec.is_file():
+            found[folder.name] = json.loads(spec.read_text(encoding="utf-8")).get("_description", "")
+    return found
+
+
+def template_path(name_or_path: str) -> Path:
+    if name_or_path in available_templates():
+        return templates_root() / name_or_path
+    path = Path(name_or_path)
+    if (path / "cookiecutter.json").is_file():
+        return path
+    names = ", ".join(available_templates())
+    raise KeraslsError(f"unknown template {name_or_path!r}; choose one of: {names} (see `kerasls templates`)")
+
+
+def check_slug(slug: str) -> None:
+    if not _SLUG.match(slug):
+        raise KeraslsError(
+            f"project_slug={slug!r} is not a Python identifier (letters, digits, '_'; no '/', '..' or spaces); "
+            "pass e.g. project_slug=shop_intents"
+        )
+
+
+def default_slug(template: Path, extra_context: dict) -> str:
+    """The slug cookiecutter will use, rendered from cookiecutter.json with the given variables."""
+    from cookiecutter.environment import StrictEnvironment
+
+    spec = json.loads((template / "cookiecutter.json").read_text(encoding="utf-8"))
+    context = {key: (value[0] if isinstance(value, list) else value) for key, value in spec.items()}
+    context.update(extra_context)
+    environment = StrictEnvironment(context={"cookiecutter": context})
+    rendered = {}
+    for key, value in context.items():
+        if isinstance(value, str) and not key.startswith("_"):
+            value = environment.from_string(value).render(cookiecutter={**context, **rendered})
+        rendered[key] = value
+    return str(rendered["project_slug"])
+
+
+def render_template(name_or_path, output_dir=".", extra_context=None, no_input=True, force=False) -> Path:
+    """Render with the cookiecutter library; refuse a non-empty target folder unless `force`."""
+    from cookiecutter.exceptions import CookiecutterException, FailedHookException, OutputDirExistsException
+    from cookiecutter.main import cookiecutter
+
+    template = template_path(str(name_or_path))
+    extra_context = dict(extra_context or {})
+    spec = json.loads((template / "cookiecutter.json").read_text(encoding="utf-8"))
+    unknown = sorted(set(extra_context) - set(spec))
+    if unknown:
+        raise KeraslsError(
+            f"unknown template variable(s) {unknown} for {template.name}; known: {[k for k in spec if not k.startswith('_')]}"
+        )
+    output_dir = Path(output_dir)
+    overwrite = force
+    if no_input:
+        slug = default_slug(template, extra_context)
+        check_slug(slug)
+        target = output_dir / slug
+        if target.exists() and any(target.iterdir()) and not force:
+            raise KeraslsError(f"{target} exists and is not empty; choose another project_slug or -o, or pass --force")
+        overwrite = force or target.exists()
+    try:
+        project = cookiecutter(str(template), no_input=no_input, extra_context=extra_context,
+                               output_dir=str(output_dir), overwrite_if_exists=overwrite)
+    except OutputDirExistsException as error:
+        raise KeraslsError(f"{error}; choose another project_slug or -o, or pass --force") from None
+    except FailedHookException as error:
+        raise KeraslsError(f"template {template.name}: {error}") from None
+    except CookiecutterException as error:
+        raise KeraslsError(f"template {template.name}: {error}") from None
+    return Path(project)

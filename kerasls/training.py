@@ -1,0 +1,124 @@
+"""Compile, callbacks and fit: the parts of a training script that are the same in every project.
+
+The loss is always `CategoricalCrossentropy(label_smoothing=ε, from_logits=True)` on probability-vector targets.
+Smoothed loss is not a measure of the model, so every model also gets an unsmoothed cross-entropy metric named
+`nll` (its validation twin `val_nll` drives checkpoints and early stopping) and `accuracy`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasls.config import TargetsConfig, TrainingConfig
+from kerasls.errors import KeraslsError
+
+
+def set_seeds(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, numpy and TensorFlow; `deterministic` also turns on TF op determinism (slower)."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def configure_precision(training: TrainingConfig) -> None:
+    """`mixed_precision`: float16 compute on a GPU, bfloat16 on CPU; variables and logits stay float32."""
+    if training.mixed_precision:
+        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+        keras.mixed_precision.set_global_policy(policy)
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def distribution_strategy(training: TrainingConfig):
+    gpus = tf.config.list_physical_devices("GPU")
+    if training.distribute == "multi_worker":
+        raise KeraslsError(
+            "training.distribute=multi_worker is not available yet: model.fit fails under "
+            "MultiWorkerMirroredStrategy in Keras 3.15 (keras#20585); use auto, one_device or mirrored"
+        )
+    if training.distribute == "mirrored" or (training.distribute == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def loss_smoothing(targets: TargetsConfig) -> float:
+    """ε for the Keras loss. With `prior: class_prior` the pipeline already smoothed the targets: 0 here."""
+    return 0.0 if targets.prior == "class_prior" else targets.label_smoothing
+
+
+def make_optimizer(training: TrainingConfig):
+    if training.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=training.learning_rate, weight_decay=training.weight_decay)
+    if training.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=training.learning_rate)
+    return keras.optimizers.SGD(learning_rate=training.learning_rate, momentum=0.9)
+
+
+def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(training),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=loss_smoothing(targets), from_logits=True),
+        metrics=[
+            keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+        ],
+        jit_compile=training.jit_compile,
+    )
+    return model
+
+
+def standard_callbacks(run, training: TrainingConfig) -> list:
+    """CSV history, TensorBoard, best checkpoint and early stopping on val NLL, and crash resume."""
+    os.makedirs(run.checkpoints, exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run.checkpoints / "backup")),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+        keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False),
+        keras.callbacks.ModelCheckpoint(
+            str(run.checkpoints / "best.weights.h5"), monitor="val_nll", save_best_only=True, save_weights_only=True
+        ),
+    ]
+    if training.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_nll", patience=training.early_stopping, restore_best_weights=True
+            )
+        )
+    return callbacks
+
+
+def make_dataset(features, targets, batch_size, shuffle=False, seed=0, drop_remainder=False):
+    """In-memory features and probability targets -> batched, prefetched `tf.data.Dataset`.
+
+    `drop_remainder` keeps every training batch the same shape, so XLA compiles once instead of again for a
+    partial last batch; it is ignored when there is less than one full batch.
+    """
+    drop_remainder = drop_remainder and len(features) >= batch_size
+    dataset = tf.data.Dataset.from_tensor_slices((features, targets))
+    if shuffle:
+        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def fit(model, train_data, val_data, training: TrainingConfig, run):
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=training.epochs,
+        shuffle=False,  # the dataset shuffles itself each epoch
+        callbacks=standard_callbacks(run, training),
+        verbose=training.verbose,
+    )
+    return history
+
+
+def predict_logits(model, features, batch_size=1024) -> np.ndarray:
+    """Logits in float32 for numpy features, without the per-call overhead of `model.predict` on tiny inputs."""
+    outputs = [model(features[start:start + batch_size], training=False) for start in range(0, len(features), batch_size)]
+    if not outputs:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    return np.concatenate([np.asarray(tf.cast(o, tf.float32)) for o in outputs], axis=0)

@@ -1,0 +1,121 @@
+"""Tests for kerasls.report: a self-contained report.html with embedded plots, written from small random data."""
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kerasls import calibration, report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(num_classes=4, n=300, seed=0, temperature=None):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n)
+    logits = rng.normal(size=(n, num_classes)) * 3.0
+    logits[np.arange(n), labels] += 2.0
+    if temperature is None:
+        temperature = calibration.fit_temperature(logits, labels)
+    metrics = calibration.evaluate(logits, labels, temperature=temperature, bins=10)
+    metrics.update(split="val", label_smoothing=0.1, export_path=None)
+    return metrics, calibration.softmax(logits), calibration.softmax(logits, temperature), labels
+
+
+def make_history(epochs=5):
+    return pd.DataFrame({"epoch": range(epochs), "loss": np.linspace(1.2, 0.6, epochs),
+                         "val_loss": np.linspace(1.3, 0.8, epochs), "nll": np.linspace(1.0, 0.4, epochs),
+                         "val_nll": np.linspace(1.1, 0.6, epochs), "accuracy": np.linspace(0.5, 0.8, epochs),
+                         "val_accuracy": np.linspace(0.45, 0.75, epochs)})
+
+
+def embedded_pngs(text):
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
+
+
+def test_write_report_is_self_contained(tmp_path):
+    classes = ["refund", "<b>bold</b>", "a & b", "cost $5 or $6"]
+    metrics, before, after, labels = make_run()
+    metrics["classes"] = classes
+    path = report.write_report(tmp_path, metrics, make_history(), before, after, labels, classes, title="demo <run>")
+
+    assert path == tmp_path / "report.html" and path.exists()
+    for name in ("reliability.png", "history.png", "confusion.png"):
+        assert (tmp_path / "plots" / name).read_bytes().startswith(PNG_MAGIC)
+    text = path.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in text
+    assert len(embedded_pngs(text)) == 3 and all(png.startswith(PNG_MAGIC) for png in embedded_pngs(text))
+    for forbidden in ("http://", "https://", "<script", "<link"):
+        assert forbidden not in text
+    # Escaping: class names and title.
+    assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold</b>" not in text
+    assert "a &amp; b" in text and "demo &lt;run&gt;" in text
+    # Metric values, before and after temperature.
+    for key in ("accuracy", "nll", "ece", "mce", "brier", "nll_calibrated", "ece_calibrated", "mce_calibrated",
+                "brier_calibrated", "temperature"):
+        assert f"{metrics[key]:.4f}" in text, key
+    assert ">val<" in text and ">0.1000<" in text and ">300<" in text
+    # Threshold table: one row per threshold.
+    for row in metrics["thresholds"]["rows"]:
+        assert f"<td>{row['threshold']:.2f}</td><td>{100 * row['coverage']:.1f}%</td>" in text
+    assert "smallest confidence threshold reaching 95.0% accuracy" in text or "No confidence threshold" in text
+
+
+def test_threshold_sentence_and_temperature_note(tmp_path):
+    metrics, before, after, labels = make_run(temperature=1.0)
+    classes = ["a", "b", "c", "d"]
+    metrics["thresholds"] = {"rows": [{"threshold": 0.9, "coverage": 0.25, "accuracy": 0.97, "n": 75}],
+                             "target_accuracy": 0.95, "smallest_threshold_for_target": 0.8731,
+                             "coverage_at_target": 0.4, "accuracy_at_target": 0.95}
+    text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
+    assert "did not lower validation NLL, so T=1 was kept" in text
+    assert ("The smallest confidence threshold reaching 95.0% accuracy is 0.8731, automating 40.0% of rows."
+            in text)
+    assert "<td>0.90</td><td>25.0%</td><td>97.0%</td><td>75</td>" in text
+    metrics["thresholds"].update(smallest_threshold_for_target=None, coverage_at_target=None)
+    text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
+    assert "No confidence threshold reaches 95.0% accuracy" in text
+    metrics["temperature_scaling"] = False
+    text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
+    assert "Temperature scaling was turned off" in text and "did not lower validation NLL" not in text
+
+
+def test_history_none_or_empty_skips_curves(tmp_path):
+    metrics, before, after, labels = make_run(seed=1)
+    classes = ["w", "x", "y", "z"]
+    for history in (None, pd.DataFrame()):
+        path = report.write_report(tmp_path / str(type(history).__name__), metrics, history, before, after, labels,
+                                   classes)
+        text = path.read_text(encoding="utf-8")
+        assert not (path.parent / "plots" / "history.png").exists()
+        assert len(embedded_pngs(text)) == 2
+        assert "No training history" in text
+
+
+def test_many_classes(tmp_path):
+    classes = [f"class_{i:02d}" for i in range(45)]
+    metrics, before, after, labels = make_run(num_classes=45, n=400, seed=2)
+    path = report.write_report(tmp_path, metrics, make_history(3), before, after, labels, classes)
+    assert (tmp_path / "plots" / "confusion.png").read_bytes().startswith(PNG_MAGIC)
+    assert "class_44" in path.read_text(encoding="utf-8")
+
+
+def test_plot_history_with_missing_columns(tmp_path):
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.8, 0.7]})
+    path = report.plot_history(history, tmp_path / "history.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_plot_reliability_single_panel(tmp_path):
+    _, before, _, labels = make_run(seed=3)
+    path = report.plot_reliability(before, None, labels, 15, tmp_path / "reliability.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_confusion_matrix_counts_and_errors():
+    counts = report.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
+    np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        report.confusion_matrix([0, 3], [0, 1], 3)
