@@ -1,0 +1,1 @@
+"""Cookiecutter templates shipped with kerasls (installed as the package `kerasls.templates`)."""

@@ -1,0 +1,117 @@
+"""{{ cookiecutter.project_name }}: an intent classifier trained with label smoothing, then calibrated.
+
+    python train.py [--config config.yaml] [--run-name NAME] [key=value ...]
+
+For example `python train.py training.epochs=5 targets.label_smoothing=0.05`. The script reads top to bottom:
+configuration, data, targets, model, training, calibration, export, report. Every step writes into the run
+folder `runs/<name>/`, whose path is the last line printed. This file is yours: edit it.
+"""
+
+import sys
+
+from kerasls import results, run, targets, training
+from kerasls.data import tabular
+from kerasls.errors import run_with_clear_errors
+from kerasls.export import export_classifier
+from kerasls.preprocessing import TabularPreprocessor
+
+from model import build_model
+
+
+def main(argv):
+    # ## Configuration
+    # config.yaml, then key=value overrides, validated (an unknown key is an error). The resolved config is
+    # saved in the run folder, so every run can be repeated.
+    config, run_folder = run.start_run(argv)
+    training.set_seeds(config.seed, deterministic=config.training.deterministic)
+    training.configure_precision(config.training)
+
+    # ## Data
+    # The training table, and validation/test tables when given; without a validation file, a stratified
+    # split of the training rows. Columns are checked here, before any TensorFlow code runs.
+    splits = tabular.load_splits(config.data, seed=config.seed)
+    classes, features = splits.classes, splits.features
+    print(f"classes: {classes}")
+    print(f"features: numeric={features.numeric} categorical={features.categorical} text={features.text}")
+    print(f"rows: train={len(splits.train)} val={len(splits.val)} {splits.eval_split}={len(splits.eval_frame)}")
+
+    # Preprocessing (standardised numbers, one-hot categories, TF-IDF text) is learnt from training rows only.
+    # It runs once over each table here; the same layer goes into the export, so serving takes raw values.
+    preprocessor = TabularPreprocessor(
+        features.numeric, features.categorical, features.text, text_max_tokens=config.data.text_max_tokens
+    )
+    preprocessor.adapt(tabular.column_arrays(splits.train, features))
+
+    def encode(frame):
+        return preprocessor.encode(tabular.column_arrays(frame, features))
+
+    x_train, x_val, x_eval = encode(splits.train), encode(splits.val), encode(splits.eval_frame)
+    y_train, y_val, y_eval = (
+        tabular.label_indices(frame, config.data.label, classes)
+        for frame in (splits.train, splits.val, splits.eval_frame)
+    )
+
+    # ## Targets
+    # The pipeline always yields probability vectors: one-hot rows for hard labels. Uniform label smoothing,
+    # y(1 - ε) + ε/K, is applied by the loss. With `prior: class_prior` the targets are smoothed toward the
+    # training class frequencies here instead, and the loss's own smoothing is 0 so ε is applied once.
+    epsilon = config.targets.label_smoothing
+    t_train, t_val = targets.one_hot(y_train, len(classes)), targets.one_hot(y_val, len(classes))
+    if config.targets.prior == "class_prior":
+        t_train = targets.class_prior_smooth(t_train, epsilon, targets.class_prior(y_train, len(classes)))
+
+    train_data = training.make_dataset(
+        x_train, t_train, config.training.batch_size, shuffle=True, seed=config.seed,
+        drop_remainder=config.training.jit_compile is not False,
+    )
+    val_data = training.make_dataset(x_val, t_val, config.training.batch_size)
+
+    # ## Model
+    # The head from model.py, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True), an
+    # unsmoothed cross-entropy metric (`nll`: the number to compare runs by) and accuracy.
+    with training.distribution_strategy(config.training).scope():
+        model = build_model(preprocessor.output_dim, len(classes), config.model)
+        training.compile_classifier(model, config.training, config.targets)
+    model.summary()
+
+    # ## Training
+    # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on validation NLL, and
+    # BackupAndRestore: rerun with the same --run-name after a crash to resume from the last finished epoch.
+    training.fit(model, train_data, val_data, config.training, run_folder)
+
+    # ## Calibration
+    # One temperature T, fitted on validation NLL (Guo et al. 2017), divides the logits; it never changes the
+    # predicted class. Metrics are on hard, unsmoothed labels of the test split (or validation).
+    val_logits = training.predict_logits(model, x_val)
+    temperature = results.fit_temperature(val_logits, y_val, enabled=config.calibration.temperature_scaling)
+    eval_logits = training.predict_logits(model, x_eval)
+
+    # ## Export
+    # A SavedModel that takes the raw columns by name and returns calibrated probabilities and class names:
+    # preprocessing, model and temperature in one graph, loadable by TF Serving without Keras.
+    export_path = None
+    if config.export.enabled:
+        export_path = export_classifier(
+            run_folder.export_root,
+            logits_fn=lambda inputs: model(preprocessor(inputs), training=False),
+            input_signature=preprocessor.input_signature(),
+            tracked=[preprocessor, model],
+            classes=classes,
+            temperature=temperature,
+        )
+        print(f"export: {export_path}")
+
+    # ## Report
+    # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate).
+    metrics = results.write_results(
+        run_folder, classes=classes, labels=y_eval, logits=eval_logits, temperature=temperature,
+        split=splits.eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
+        target_accuracy=config.calibration.target_accuracy, export_path=export_path,
+        title="{{ cookiecutter.project_name }}",
+    )
+    print(results.headline(metrics))
+    print(f"run: {run_folder.path}")
+
+
+if __name__ == "__main__":
+    run_with_clear_errors(main, sys.argv[1:])

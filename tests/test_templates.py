@@ -1,0 +1,141 @@
+"""Every template renders cleanly for every choice, with kerasls and with plain cookiecutter."""
+
+import itertools
+import json
+import os
+import py_compile
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kerasls.config import load_config
+from kerasls.errors import KeraslsError
+from kerasls.templates_index import available_templates, render_template, templates_root
+
+REPO = Path(__file__).resolve().parents[1]
+KERASLS = [sys.executable, "-m", "kerasls.cli"]
+
+
+def choice_combinations(template):
+    spec = json.loads((templates_root() / template / "cookiecutter.json").read_text())
+    choices = {key: value for key, value in spec.items() if isinstance(value, list)}
+    for values in itertools.product(*choices.values()):
+        yield dict(zip(choices, values))
+
+
+CASES = [(name, combo) for name in available_templates() for combo in choice_combinations(name)]
+
+
+def tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("template, choices", CASES, ids=[f"{n}-{'-'.join(c.values())}" for n, c in CASES])
+def test_every_choice_renders_without_leftover_jinja(tmp_path, template, choices):
+    project = render_template(template, output_dir=tmp_path, extra_context={**choices, "project_slug": "p"})
+    files = tree(project)
+    assert "train.py" in files and "config.yaml" in files and "model.py" in files
+    for name, content in files.items():
+        text = content.decode("utf-8")
+        for marker in ("{{", "}}", "{%", "%}"):
+            assert marker not in text, f"{name} keeps {marker!r}"
+        if name.endswith(".py"):
+            py_compile.compile(str(project / name), doraise=True)
+    config = load_config(project / "config.yaml")  # the rendered config passes the schema
+    if choices.get("sample_data") == "yes":
+        assert (project / "data" / "train.csv").is_file() and Path(config.data.test).is_file()
+    if choices.get("sample_data") == "no":
+        assert not (project / "data" / "train.csv").exists() and config.data.test is None
+
+
+def test_plain_cookiecutter_gives_the_same_project(tmp_path):
+    template = templates_root() / "tabular-intent"
+    subprocess.run([str(Path(sys.executable).parent / "cookiecutter"), str(template), "--no-input",
+                    "-o", str(tmp_path / "plain")], check=True, capture_output=True)
+    ours = render_template("tabular-intent", output_dir=tmp_path / "ours")
+    plain = tmp_path / "plain" / ours.name
+    assert tree(plain) == tree(ours)
+
+
+def test_refuses_a_non_empty_target_and_force_keeps_other_files(tmp_path):
+    target = tmp_path / "shop"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    result = subprocess.run([*KERASLS, "new", "tabular-intent", "-o", str(tmp_path), "--no-input",
+                             "project_slug=shop"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "exists and is not empty" in result.stderr and "--force" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    forced = subprocess.run([*KERASLS, "new", "tabular-intent", "-o", str(tmp_path), "--no-input", "--force",
+                             "project_slug=shop"], capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr
+    assert (target / "notes.txt").read_text() == "mine" and (target / "train.py").is_file()
+
+
+def test_empty_existing_folder_is_fine(tmp_path):
+    (tmp_path / "shop").mkdir()
+    assert (render_template("tabular-intent", tmp_path, {"project_slug": "shop"}) / "train.py").is_file()
+
+
+@pytest.mark.parametrize("slug", ["../escape", "a/b", "has space", "1starts_with_digit", ".."])
+def test_unsafe_slugs_are_refused_and_nothing_is_written(tmp_path, slug):
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run([*KERASLS, "new", "tabular-intent", "--no-input", f"project_slug={slug}"],
+                            cwd=work, capture_output=True, text=True)
+    assert result.returncode == 2 and "is not a Python identifier" in result.stderr
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_unknown_template_and_variable(tmp_path):
+    with pytest.raises(KeraslsError, match="unknown template 'nope'"):
+        render_template("nope", tmp_path)
+    with pytest.raises(KeraslsError, match=r"unknown template variable\(s\) \['colour'\]"):
+        render_template("tabular-intent", tmp_path, {"colour": "red"})
+
+
+def test_bad_label_smoothing_variable_is_refused_by_the_hook(tmp_path):
+    with pytest.raises(KeraslsError, match="label_smoothing='1.5' must be a number in"):
+        render_template("tabular-intent", tmp_path, {"label_smoothing": "1.5"})
+    assert list(tmp_path.iterdir()) == []
+    plain = subprocess.run([str(Path(sys.executable).parent / "cookiecutter"), str(templates_root() / "tabular-intent"),
+                            "--no-input", "label_smoothing=abc", "-o", str(tmp_path)], capture_output=True, text=True)
+    assert plain.returncode != 0 and "label_smoothing='abc' must be a number" in plain.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["templates"], ["new", "tabular-intent", "--no-input"]])
+def test_cli_does_not_import_tensorflow(tmp_path, args):
+    code = (
+        "import sys\nfrom kerasls.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported TensorFlow'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_templates_ship_inside_a_non_editable_install(tmp_path):
+    """Build the wheel, install it without dependencies into a folder, render from another folder."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(REPO)], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("kerasls-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import kerasls, sys; from kerasls.templates_index import render_template, templates_root\n"
+        "assert str(templates_root()).startswith(sys.argv[1]), templates_root()\n"
+        "print(render_template('tabular-intent', '.', {'project_slug': 'installed'}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], cwd=elsewhere, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rendered = elsewhere / "installed"
+    assert (rendered / "data" / "train.csv").stat().st_size > 100_000
+    assert tree(rendered) == tree(render_template("tabular-intent", tmp_path / "ref", {"project_slug": "installed"}))
