@@ -66,11 +66,15 @@ def new_run_name() -> str:
 
 
 def create_run_folder(runs_dir, name=None) -> RunFolder:
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(runs_dir).resolve()
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise KeraslsError(f"--run-name {name!r}: use a plain folder name such as 'baseline'")
     base = name or new_run_name()
     path = runs_dir / base
+    if name is not None and (path / "metrics.json").exists():
+        raise KeraslsError(
+            f"{path} already holds a finished run (metrics.json); choose another --run-name or delete that folder"
+        )
     if name is None:
         suffix = 1
         while path.exists():
@@ -90,10 +94,15 @@ def parse_train_args(argv, description="Train a classifier"):
     return parser.parse_intermixed_args(argv)
 
 
-def start_run(argv=None, schema=config_module.TabularConfig):
-    """Parse the command line, validate the config, make the run folder and write the resolved config into it."""
+def read_command_line(argv=None, schema=config_module.TabularConfig):
+    """Parse `train.py`'s command line and validate the config; nothing is written yet."""
     args = parse_train_args(sys.argv[1:] if argv is None else argv)
     config = config_module.load_config(args.config, args.overrides, schema)
+    return config, args
+
+
+def start_run(config, args) -> RunFolder:
+    """Make the run folder (once the data checked out) and write the resolved config into it."""
     run = create_run_folder(args.runs_dir, args.run_name)
     atomic_write_text(run.config, config_module.dump_config(config))
-    return config, run
+    return run

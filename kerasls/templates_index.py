@@ -7,7 +7,10 @@ folder is the package `kerasls.templates` (setup.cfg maps one onto the other).
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from kerasls.errors import KeraslsError
@@ -55,8 +58,17 @@ def check_slug(slug: str) -> None:
         )
 
 
-def default_slug(template: Path, extra_context: dict) -> str:
-    """The slug cookiecutter will use, rendered from cookiecutter.json with the given variables."""
+def check_smoothing(value: str) -> None:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number < 1.0:
+        raise KeraslsError(f"label_smoothing={value!r} must be a number in [0, 1), e.g. label_smoothing=0.1")
+
+
+def rendered_variables(template: Path, extra_context: dict) -> dict:
+    """The variables cookiecutter will use with --no-input, rendered from cookiecutter.json."""
     from cookiecutter.environment import StrictEnvironment
 
     spec = json.loads((template / "cookiecutter.json").read_text(encoding="utf-8"))
@@ -68,7 +80,7 @@ def default_slug(template: Path, extra_context: dict) -> str:
         if isinstance(value, str) and not key.startswith("_"):
             value = environment.from_string(value).render(cookiecutter={**context, **rendered})
         rendered[key] = value
-    return str(rendered["project_slug"])
+    return rendered
 
 
 def render_template(name_or_path, output_dir=".", extra_context=None, no_input=True, force=False) -> Path:
@@ -87,15 +99,23 @@ def render_template(name_or_path, output_dir=".", extra_context=None, no_input=T
     output_dir = Path(output_dir)
     overwrite = force
     if no_input:
-        slug = default_slug(template, extra_context)
+        variables = rendered_variables(template, extra_context)
+        slug = str(variables["project_slug"])
         check_slug(slug)
+        if "label_smoothing" in variables:
+            check_smoothing(str(variables["label_smoothing"]))
         target = output_dir / slug
         if target.exists() and any(target.iterdir()) and not force:
             raise KeraslsError(f"{target} exists and is not empty; choose another project_slug or -o, or pass --force")
         overwrite = force or target.exists()
+    logging.getLogger("cookiecutter").setLevel(logging.CRITICAL)  # its hook failures log tracebacks
     try:
-        project = cookiecutter(str(template), no_input=no_input, extra_context=extra_context,
-                               output_dir=str(output_dir), overwrite_if_exists=overwrite)
+        with tempfile.TemporaryDirectory(prefix="kerasls-template-") as clean_copy:
+            # pip byte-compiles the installed template's .py files; never render __pycache__ into a project
+            source = Path(clean_copy) / template.name
+            shutil.copytree(template, source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            project = cookiecutter(str(source), no_input=no_input, extra_context=extra_context,
+                                   output_dir=str(output_dir), overwrite_if_exists=overwrite)
     except OutputDirExistsException as error:
         raise KeraslsError(f"{error}; choose another project_slug or -o, or pass --force") from None
     except FailedHookException as error:

@@ -20,9 +20,8 @@ from model import build_model
 
 def main(argv):
     # ## Configuration
-    # config.yaml, then key=value overrides, validated (an unknown key is an error). The resolved config is
-    # saved in the run folder, so every run can be repeated.
-    config, run_folder = run.start_run(argv)
+    # config.yaml, then key=value overrides, validated (an unknown key is an error).
+    config, command_line = run.read_command_line(argv)
     training.set_seeds(config.seed, deterministic=config.training.deterministic)
     training.configure_precision(config.training)
 
@@ -34,6 +33,9 @@ def main(argv):
     print(f"classes: {classes}")
     print(f"features: numeric={features.numeric} categorical={features.categorical} text={features.text}")
     print(f"rows: train={len(splits.train)} val={len(splits.val)} {splits.eval_split}={len(splits.eval_frame)}")
+
+    # The data checked out: make the run folder runs/<name>/ with the resolved config, so the run can be repeated.
+    run_folder = run.start_run(config, command_line)
 
     # Preprocessing (standardised numbers, one-hot categories, TF-IDF text) is learnt from training rows only.
     # It runs once over each table here; the same layer goes into the export, so serving takes raw values.

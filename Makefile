@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine with Python 3.11 and make:
+#   make demo   creates .venv, installs kerasls, generates demo/ from the tabular-intent template, trains it,
+#               exports it and serves one row from the export
+#   make test   creates .venv, installs kerasls with test extras, runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-fast benchmarks clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/kerasls new tabular-intent --no-input --force project_slug=demo project_name="Demo purchase intent"
+	cd demo && ../$(BIN)/python train.py training.verbose=2 | tee .last_train.log
+	head -n 2 demo/data/test.csv > demo/one_row.csv
+	@run=$$(tail -n 1 demo/.last_train.log | sed 's/^run: //'); \
+	echo; echo "served by $$run/export (keras-free SavedModel):"; \
+	$(BIN)/kerasls predict "$$run/export" demo/one_row.csv; \
+	echo; echo "headline metrics:"; grep -E '^(test|val) n=' demo/.last_train.log; \
+	echo "report: $$run/report.html"
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf demo build *.egg-info .pytest_cache

@@ -1,0 +1,154 @@
+"""new -> train -> export -> serve without Keras, `kerasls predict`, `saved_model_cli`, and clean errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_train
+
+SERVE_WITHOUT_KERAS = r"""
+import builtins, json, sys
+real_import = builtins.__import__
+def guarded_import(name, *args, **kwargs):
+    if name.split(".")[0] in ("keras", "kerasls"):
+        raise ImportError("serving must not import " + name)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = guarded_import
+import numpy as np, pandas as pd, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+_, specs = serve.structured_input_signature
+rows = pd.read_csv(sys.argv[2])
+inputs = {name: tf.constant(["" if pd.isna(v) else str(v) for v in rows[name]]) if spec.dtype == tf.string
+          else tf.constant(rows[name].to_numpy("float32")) for name, spec in specs.items()}
+out = serve(**inputs)
+assert not any(m.split(".")[0] in ("keras", "kerasls") for m in sys.modules), "keras was imported"
+print(json.dumps({k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy()).tolist() for k, v in out.items()}))
+"""
+
+
+def test_run_folder_matches_the_contract(trained_project):
+    run, metrics = trained_project.run, trained_project.metrics
+    for name in ("config.yaml", "history.csv", "metrics.json", "predictions.csv", "report.html"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "best.weights.h5").is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert {p.name for p in (run / "plots").glob("*.png")} >= {"reliability.png", "history.png"}
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert {"loss", "nll", "accuracy", "val_loss", "val_nll", "val_accuracy"} <= set(history.columns)
+    for key in ("classes", "split", "n", "accuracy", "nll", "ece", "mce", "brier", "temperature", "nll_calibrated",
+                "ece_calibrated", "label_smoothing", "export_path", "thresholds"):
+        assert key in metrics, key
+    assert metrics["classes"] == ["browse", "purchase", "support"]
+    assert metrics["split"] == "test" and metrics["n"] == 63 and metrics["label_smoothing"] == 0.1
+    assert Path(metrics["export_path"]) == run / "export" / "1"
+    report = (run / "report.html").read_text()
+    assert "data:image/png;base64," in report and "https://" not in report
+
+
+def test_predictions_csv_agrees_with_metrics(trained_project):
+    metrics = trained_project.metrics
+    predictions = pd.read_csv(trained_project.run / "predictions.csv")
+    classes = metrics["classes"]
+    assert list(predictions.columns) == ["label", *[f"prob_{c}" for c in classes],
+                                         *[f"calibrated_prob_{c}" for c in classes]]
+    probabilities = predictions[[f"prob_{c}" for c in classes]].to_numpy()
+    labels = predictions["label"].map(classes.index).to_numpy()
+    accuracy = float((probabilities.argmax(1) == labels).mean())
+    nll = float(-np.log(probabilities[np.arange(len(labels)), labels]).mean())
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9)
+    assert nll == pytest.approx(metrics["nll"], rel=1e-4)
+    expected_rows = pd.read_csv(trained_project.eval_rows)["intent"].tolist()
+    assert predictions["label"].tolist() == expected_rows
+
+
+def test_export_serves_raw_rows_without_keras_and_matches_training_process(trained_project):
+    export = trained_project.metrics["export_path"]
+    result = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_KERAS, export, str(trained_project.eval_rows)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    predictions = pd.read_csv(trained_project.run / "predictions.csv")
+    classes = trained_project.metrics["classes"]
+    expected = predictions[[f"calibrated_prob_{c}" for c in classes]].to_numpy()
+    probabilities = np.array(served["probabilities"])
+    assert np.abs(probabilities - expected).max() < 1e-5  # includes the unseen category and unknown words
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    assert served["class_name"] == [classes[i] for i in probabilities.argmax(1)]
+    np.testing.assert_allclose(served["confidence"], probabilities.max(1), atol=1e-7)
+    uncalibrated = predictions[[f"prob_{c}" for c in classes]].to_numpy()
+    logits = np.array(served["logits"])
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(softmax / softmax.sum(1, keepdims=True), uncalibrated, atol=1e-5)
+    labels = (trained_project.run / "export" / "1" / "assets" / "labels.txt").read_text().splitlines()
+    assert labels == classes
+
+
+def test_kerasls_predict_writes_rows_with_class_and_probabilities(trained_project, tmp_path):
+    out = tmp_path / "out.csv"
+    result = subprocess.run([sys.executable, "-m", "kerasls.cli", "predict", str(trained_project.run / "export"),
+                             str(trained_project.eval_rows), "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = pd.read_csv(out, keep_default_na=False)
+    rows = pd.read_csv(trained_project.eval_rows, keep_default_na=False)
+    classes = trained_project.metrics["classes"]
+    assert list(written.columns) == [*rows.columns, "predicted_class", "confidence", *[f"prob_{c}" for c in classes]]
+    assert written["search_query"].tolist() == rows["search_query"].tolist()
+    predictions = pd.read_csv(trained_project.run / "predictions.csv")
+    expected = predictions[[f"calibrated_prob_{c}" for c in classes]].to_numpy()
+    assert np.abs(written[[f"prob_{c}" for c in classes]].to_numpy() - expected).max() < 1e-5
+
+
+def test_kerasls_predict_names_a_missing_column(trained_project, tmp_path):
+    rows = pd.read_csv(trained_project.eval_rows).drop(columns=["device"])
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    result = subprocess.run([sys.executable, "-m", "kerasls.cli", "predict", str(trained_project.run / "export"),
+                             str(tmp_path / "rows.csv")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "column(s) ['device'] needed by the export are missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_saved_model_cli_runs_the_export(trained_project):
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    inputs = ("pages_viewed=[3.0];product_pages=[1.0];session_minutes=[2.5];cart_adds=[0.0];discount_pct=[0.0];"
+              "bounce_rate=[0.02];device=['mobile'];traffic_source=['direct'];visitor_type=['new'];month=['May'];"
+              "search_query=['track my order']")
+    result = subprocess.run([str(cli), "run", "--dir", trained_project.metrics["export_path"], "--tag_set", "serve",
+                             "--signature_def", "serving_default", "--input_exprs", inputs],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "probabilities" in result.stdout and "class_name" in result.stdout
+
+
+def test_a_second_export_gets_the_next_version(trained_project):
+    from kerasls.export import next_version
+
+    assert next_version(trained_project.run / "export") == 2
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["training.epoch=2"], "unknown config key 'training.epoch'; did you mean 'epochs'?"),
+        (["targets.label_smoothing=1.2"], "'targets.label_smoothing'"),
+        (["data.label=missing"], "label column 'missing' not found"),
+        (["data.train=nowhere.csv"], "train file not found"),
+        (["--config", "nope.yaml"], "nope.yaml: config file not found"),
+    ],
+)
+def test_train_bad_input_is_one_line_without_traceback(trained_project, args, expected):
+    before = sorted(p.name for p in (trained_project.project / "runs").iterdir())
+    result = run_train(trained_project.project, *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (trained_project.project / "runs").iterdir()) == before  # no run folder made
