@@ -3,6 +3,8 @@
     kerasls new TEMPLATE [-o DIR] [--no-input] [--force] [key=value ...]
     kerasls templates
     kerasls predict EXPORT INPUT [-o OUT.csv]
+    kerasls evaluate EXPORT DATA [-o DIR] [--label COLUMN]
+    kerasls sweep PROJECT --values 0,0.05,0.1,0.2 [--seeds N] [key=value ...]
 
 TensorFlow is imported only inside the commands that need it, so `kerasls new`, `--help` and `--version` start
 in a fraction of a second.
@@ -53,6 +55,28 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from kerasls.evaluate import evaluate_export  # imports TensorFlow
+    from kerasls.results import headline
+
+    metrics, out = evaluate_export(args.export, args.data, out=args.output, label=args.label, bins=args.bins,
+                              target_accuracy=args.target_accuracy)
+    print(headline(metrics))
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from kerasls.sweep import parse_values, sweep
+
+    if args.seeds < 1:
+        raise KeraslsError(f"--seeds {args.seeds}: must be 1 or more")
+    out = sweep(args.project, parse_values(args.values), seeds=args.seeds, base_seed=args.seed,
+                overrides=args.variables, out=args.output)
+    print(f"sweep: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kerasls", description="Keras project templates for soft-target classification with label smoothing."
@@ -80,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     predict.add_argument("--batch-size", type=int, default=1024)
     predict.set_defaults(handler=_cmd_predict)
+
+    evaluate = commands.add_parser("evaluate", help="metrics and report for an export on labelled data")
+    evaluate.add_argument("export", help="export folder (or export/ for the newest version)")
+    evaluate.add_argument("data", help="labelled CSV or Parquet table")
+    evaluate.add_argument("-o", "--output", help="folder for metrics.json, predictions.csv, report.html "
+                                                 "(default: evaluations/<data>-<run>-v<version>)")
+    evaluate.add_argument("--label", help="label column (default: the one the export was trained on)")
+    evaluate.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default: 15)")
+    evaluate.add_argument("--target-accuracy", type=float, default=0.95)
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    sweep = commands.add_parser("sweep", help="one run per label-smoothing value, then a summary")
+    sweep.add_argument("project", help="a project folder made by `kerasls new`")
+    sweep.add_argument("--values", default="0,0.05,0.1,0.2", help="comma-separated ε values (default: 0,0.05,0.1,0.2)")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per ε: mean ± std over seeds (default: 1)")
+    sweep.add_argument("--seed", type=int, default=None, help="first seed (default: the project's config seed)")
+    sweep.add_argument("-o", "--output", help="sweep folder (default: PROJECT/sweep); finished runs in it are reused")
+    sweep.add_argument("variables", nargs="*", metavar="key=value",
+                       help="config overrides for every run, e.g. training.epochs=5 (paths relative to PROJECT)")
+    sweep.set_defaults(handler=_cmd_sweep)
     return parser
 
 

@@ -13,6 +13,7 @@ The export needs only TensorFlow to load: `tf.saved_model.load(path).signatures[
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -23,6 +24,7 @@ import tensorflow as tf
 from kerasls.errors import KeraslsError
 
 LABELS_FILE = "labels.txt"
+METADATA_FILE = "kerasls.json"  # temperature, classes, label column, label smoothing: read by `kerasls evaluate`
 
 
 def next_version(export_root) -> int:
@@ -46,7 +48,7 @@ def classifier_outputs(logits, temperature, class_names):
 
 
 def export_classifier(export_root, *, logits_fn, input_signature, tracked, classes, temperature=1.0,
-                      extra_signatures=None) -> Path:
+                      extra_signatures=None, metadata=None) -> Path:
     """Write a new version folder. `logits_fn(inputs) -> logits`; `tracked`: layers/models it uses.
 
     `input_signature` is a dict of `tf.TensorSpec` (one per raw input); `extra_signatures` maps a name to
@@ -57,10 +59,10 @@ def export_classifier(export_root, *, logits_fn, input_signature, tracked, class
     export_root = Path(export_root)
     export_root.mkdir(parents=True, exist_ok=True)
     class_names = tf.constant([str(c) for c in classes])
-    temperature = tf.constant(float(temperature), tf.float32)
+    temperature_tensor = tf.constant(float(temperature), tf.float32)
 
     def serve(inputs):
-        return classifier_outputs(logits_fn(inputs), temperature, class_names)
+        return classifier_outputs(logits_fn(inputs), temperature_tensor, class_names)
 
     archive = keras.export.ExportArchive()
     for resource in tracked:
@@ -74,6 +76,8 @@ def export_classifier(export_root, *, logits_fn, input_signature, tracked, class
         archive.write_out(str(temp_dir), verbose=False)
         (temp_dir / "assets").mkdir(exist_ok=True)
         (temp_dir / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+        description = {"classes": [str(c) for c in classes], "temperature": float(temperature), **(metadata or {})}
+        (temp_dir / "assets" / METADATA_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         while True:
             version_dir = export_root / str(next_version(export_root))
             try:

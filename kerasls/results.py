@@ -32,12 +32,23 @@ def prediction_table(classes, labels, logits, temperature) -> pd.DataFrame:
 
 
 def write_results(run, *, classes, labels, logits, temperature, split, label_smoothing, bins=15,
-                  target_accuracy=0.95, export_path=None, extra_metrics=None, title="kerasls run") -> dict:
+                  target_accuracy=0.95, export_path=None, validation=None, temperature_scaling=True,
+                  extra_metrics=None, title="kerasls run") -> dict:
+    """Metrics on (`labels`, `logits`); `validation=(val_logits, val_labels)` adds `val_nll`, `val_nll_calibrated`
+    (what `kerasls sweep` ranks ε by) and `val_accuracy`."""
     labels = np.asarray(labels)
     metrics = {"classes": list(classes), "split": split}
     metrics.update(calibration.evaluate(logits, labels, temperature=temperature, bins=bins,
                                         target_accuracy=target_accuracy))
-    metrics["label_smoothing"] = float(label_smoothing)
+    metrics["label_smoothing"] = None if label_smoothing is None else float(label_smoothing)
+    metrics["temperature_scaling"] = bool(temperature_scaling)
+    if validation is not None:
+        val_logits, val_labels = validation
+        val_labels = np.asarray(val_labels)
+        metrics["val_accuracy"] = float((np.argmax(val_logits, axis=1) == val_labels).mean())
+        metrics["val_nll"] = calibration.negative_log_likelihood(calibration.softmax(val_logits), val_labels)
+        metrics["val_nll_calibrated"] = calibration.negative_log_likelihood(
+            calibration.softmax(val_logits, temperature), val_labels)
     metrics["export_path"] = str(export_path) if export_path is not None else None
     metrics.update(extra_metrics or {})
 

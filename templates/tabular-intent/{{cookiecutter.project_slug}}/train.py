@@ -100,15 +100,18 @@ def main(argv):
             tracked=[preprocessor, model],
             classes=classes,
             temperature=temperature,
+            metadata={"label": config.data.label, "label_smoothing": epsilon},
         )
         print(f"export: {export_path}")
 
     # ## Report
-    # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate).
+    # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate), plus
+    # validation NLL before and after T, which `kerasls sweep` ranks label-smoothing values by.
     metrics = results.write_results(
         run_folder, classes=classes, labels=y_eval, logits=eval_logits, temperature=temperature,
         split=splits.eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
         target_accuracy=config.calibration.target_accuracy, export_path=export_path,
+        validation=(val_logits, y_val), temperature_scaling=config.calibration.temperature_scaling,
         title="{{ cookiecutter.project_name }}",
     )
     print(results.headline(metrics))

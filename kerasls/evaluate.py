@@ -1,0 +1,59 @@
+"""`kerasls evaluate EXPORT DATA`: the run report, for an export on any labelled table.
+
+The export's `logits` output and the temperature stored with it (`assets/kerasls.json`) give the same metrics,
+predictions and report as at the end of training, so a model can be checked on new data (a later month, another
+region) without its project.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kerasls import results
+from kerasls.data.tabular import label_strings, read_table
+from kerasls.errors import KeraslsError
+from kerasls.export import METADATA_FILE, load_serving_function, resolve_export
+from kerasls.predict import serving_inputs
+from kerasls.run import RunFolder
+
+
+def export_metadata(export_dir: Path) -> dict:
+    path = export_dir / "assets" / METADATA_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy=0.95, batch_size=1024):
+    """Returns (metrics, output folder)."""
+    export_dir = resolve_export(export)
+    metadata = export_metadata(export_dir)
+    function, input_specs, classes, _ = load_serving_function(export_dir)
+    label = label or metadata.get("label")
+    if not label:
+        raise KeraslsError(f"{export_dir}: the export does not name its label column; pass --label COLUMN")
+    frame = read_table(data, "data")
+    if label not in frame.columns:
+        raise KeraslsError(f"{data}: label column {label!r} not found; columns are {list(frame.columns)} (pass --label)")
+    names = label_strings(frame[label])
+    unknown = [(row, name) for row, name in enumerate(names) if name not in classes]
+    if unknown:
+        row, name = unknown[0]
+        raise KeraslsError(f"{data}: line {row + 2}: label {name!r} is not a class of the export {classes}")
+    labels = np.array([classes.index(name) for name in names])
+    logits = np.concatenate([
+        function(**serving_inputs(frame.iloc[start:start + batch_size], input_specs, str(data)))["logits"].numpy()
+        for start in range(0, len(frame), batch_size)
+    ])
+    out = Path(out) if out else Path("evaluations") / f"{Path(data).stem}-{export_dir.parent.parent.name}-v{export_dir.name}"
+    if (out / "metrics.json").exists():
+        raise KeraslsError(f"{out} already holds an evaluation; pass another -o folder")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = results.write_results(
+        RunFolder(out.resolve()), classes=classes, labels=labels, logits=logits,
+        temperature=float(metadata.get("temperature", 1.0)), split=Path(data).name,
+        label_smoothing=metadata.get("label_smoothing"), bins=bins,
+        target_accuracy=target_accuracy, export_path=export_dir, title=f"Evaluation of {export_dir} on {Path(data).name}",
+    )
+    return metrics, out

@@ -1,0 +1,168 @@
+"""`kerasls sweep`: one training per label-smoothing value ε (and seed), then a summary that answers
+"does label smoothing help this model, and how much ε?" next to what temperature scaling does on its own.
+
+Each run is the project's own `train.py` with `targets.label_smoothing=ε seed=s` and the user's overrides, in
+`<out>/runs/eps<ε>-seed<s>/`. A run folder that already holds `metrics.json` is reused, so an interrupted sweep
+picks up where it stopped. The recommended ε has the lowest validation NLL after temperature scaling (the
+quantity temperature scaling itself minimises, so the comparison is fair to ε = 0); ties go to the smaller ε.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kerasls.errors import KeraslsError
+from kerasls.fileio import atomic_write_text
+
+COLUMNS = ["accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier", "temperature",
+           "val_nll_calibrated"]
+
+
+def parse_values(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise KeraslsError(f"--values {text!r}: give comma-separated numbers, e.g. --values 0,0.05,0.1,0.2") from None
+    bad = [v for v in values if not 0.0 <= v < 1.0]
+    if not values or bad:
+        raise KeraslsError(f"--values {text!r}: every ε must be in [0, 1) (received {bad or 'nothing'})")
+    return sorted(set(values))
+
+
+def run_name(epsilon: float, seed: int) -> str:
+    return f"eps{epsilon:g}-seed{seed}"
+
+
+def progress_line(done: int, total: int, message: str, width: int = 24) -> str:
+    filled = int(width * done / total)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} {message}"
+
+
+def train_once(project: Path, runs_dir: Path, epsilon: float, seed: int, overrides: list[str]) -> dict:
+    folder = runs_dir / run_name(epsilon, seed)
+    if (folder / "metrics.json").is_file():
+        return json.loads((folder / "metrics.json").read_text())
+    command = [sys.executable, "train.py", f"targets.label_smoothing={epsilon}", f"seed={seed}",
+               "training.verbose=0", *overrides, "--runs-dir", str(runs_dir), "--run-name", run_name(epsilon, seed)]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise KeraslsError(f"sweep run ε={epsilon:g} seed={seed} failed in {project}: {last}")
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def summarise(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per ε: the mean of every metric over seeds and, with more than one seed, its std."""
+    grouped = records.groupby("label_smoothing")[COLUMNS]
+    summary = grouped.mean()
+    if records["seed"].nunique() > 1:
+        summary = summary.join(grouped.std(ddof=1).add_suffix("_std"))
+    summary.insert(0, "seeds", records.groupby("label_smoothing")["seed"].nunique())
+    return summary.reset_index()
+
+
+def recommend(summary: pd.DataFrame) -> float:
+    """ε with the lowest validation NLL after temperature; ties (within 1e-4) go to the smaller ε."""
+    best = summary["val_nll_calibrated"].min()
+    tied = summary[summary["val_nll_calibrated"] <= best + 1e-4]
+    return float(tied["label_smoothing"].min())
+
+
+def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, echo=print) -> Path:
+    project = Path(project).resolve()
+    if not (project / "train.py").is_file():
+        raise KeraslsError(f"{project}: not a kerasls project (no train.py); pass the folder made by `kerasls new`")
+    out = Path(out).resolve() if out else project / "sweep"
+    runs_dir = out / "runs"
+    if base_seed is None:
+        from kerasls.config import read_yaml
+
+        base_seed = int(read_yaml(project / "config.yaml").get("seed", 42)) if (project / "config.yaml").is_file() else 42
+    plan = [(epsilon, base_seed + i) for i in range(seeds) for epsilon in values]
+    rows = []
+    for done, (epsilon, seed) in enumerate(plan):
+        echo(progress_line(done, len(plan), f"training ε={epsilon:g} seed={seed} ..."))
+        started = time.time()
+        metrics = train_once(project, runs_dir, epsilon, seed, list(overrides))
+        rows.append({"label_smoothing": epsilon, "seed": seed, "run": str(runs_dir / run_name(epsilon, seed)),
+                     "seconds": round(time.time() - started, 1), **{key: metrics[key] for key in COLUMNS}})
+    echo(progress_line(len(plan), len(plan), "done"))
+    records = pd.DataFrame(rows)
+    summary = summarise(records)
+    best = recommend(summary)
+    atomic_write_text(out / "runs.csv", records.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    split = json.loads((Path(rows[0]["run"]) / "metrics.json").read_text())["split"]
+    write_sweep_report(out, summary, best, split)
+    echo(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    echo(recommendation_sentence(summary, best))
+    return out
+
+
+def recommendation_sentence(summary: pd.DataFrame, best: float) -> str:
+    row = summary[summary["label_smoothing"] == best].iloc[0]
+    return (f"Recommended label_smoothing = {best:g}: lowest validation NLL after temperature scaling "
+            f"({row['val_nll_calibrated']:.4f}), with accuracy {row['accuracy']:.4f} and ECE "
+            f"{row['ece']:.4f} before / {row['ece_calibrated']:.4f} after temperature.")
+
+
+def plot_sweep(summary: pd.DataFrame, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    accuracy_axes, ece_axes = figure.subplots(1, 2)
+    eps = summary["label_smoothing"]
+    for axes, columns, title in ((accuracy_axes, [("accuracy", "accuracy")], "Accuracy"),
+                                 (ece_axes, [("ece", "ECE before T"), ("ece_calibrated", "ECE after T")], "ECE")):
+        for column, label in columns:
+            std = summary.get(f"{column}_std")
+            axes.errorbar(eps, summary[column], yerr=None if std is None else std, marker="o", capsize=3, label=label)
+        axes.set_xlabel("label smoothing ε")
+        axes.set_title(f"{title} against ε")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str) -> Path:
+    import base64
+
+    chart = plot_sweep(summary, out / "sweep.png")
+    image = base64.b64encode(chart.read_bytes()).decode("ascii")
+    has_std = "accuracy_std" in summary
+
+    def cell(row, column):
+        value = f"{row[column]:.4f}"
+        return f"{value} ± {row[column + '_std']:.4f}" if has_std and column + "_std" in row else value
+
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["ε", "seeds", *COLUMNS])
+    body = "".join(
+        "<tr" + (' class="best"' if row["label_smoothing"] == best else "") + ">"
+        + f"<td>{row['label_smoothing']:g}</td><td>{int(row['seeds'])}</td>"
+        + "".join(f"<td>{cell(row, c)}</td>" for c in COLUMNS) + "</tr>"
+        for _, row in summary.iterrows()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kerasls label-smoothing sweep</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}tr.best{{background:#e6f4ea;font-weight:bold}}</style>
+</head><body><h1>Label-smoothing sweep</h1>
+<p>{html.escape(recommendation_sentence(summary, best))}</p>
+<p>Accuracy, NLL, ECE and Brier are on the {html.escape(split)} split with hard labels; "calibrated" columns use
+the temperature T fitted on validation NLL. The recommendation uses validation NLL after T.</p>
+<table><tr>{header}</tr>{body}</table>
+<p><img alt="accuracy and ECE against label smoothing" src="data:image/png;base64,{image}"></p>
+</body></html>"""
+    return atomic_write_text(out / "report.html", page)

@@ -1,0 +1,111 @@
+"""`kerasls sweep` and `kerasls evaluate`: summaries, recommendation rule, and agreement with training."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from kerasls.errors import KeraslsError
+from kerasls.sweep import COLUMNS, parse_values, recommend, summarise
+
+
+def records(rows):
+    base = {column: 0.5 for column in COLUMNS}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def test_summary_gives_mean_and_std_over_seeds():
+    summary = summarise(records([
+        {"label_smoothing": 0.0, "seed": 1, "accuracy": 0.8},
+        {"label_smoothing": 0.0, "seed": 2, "accuracy": 0.9},
+        {"label_smoothing": 0.1, "seed": 1, "accuracy": 0.7},
+        {"label_smoothing": 0.1, "seed": 2, "accuracy": 0.7},
+    ]))
+    row = summary[summary["label_smoothing"] == 0.0].iloc[0]
+    assert row["accuracy"] == pytest.approx(0.85) and row["accuracy_std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert row["seeds"] == 2
+    assert summary[summary["label_smoothing"] == 0.1].iloc[0]["accuracy_std"] == 0.0
+
+
+def test_single_seed_has_no_std_columns():
+    summary = summarise(records([{"label_smoothing": 0.0, "seed": 1}, {"label_smoothing": 0.1, "seed": 1}]))
+    assert not any(column.endswith("_std") for column in summary.columns)
+
+
+def test_recommendation_is_lowest_validation_nll_after_temperature_ties_to_smaller_epsilon():
+    summary = pd.DataFrame({"label_smoothing": [0.0, 0.05, 0.1, 0.2], "val_nll_calibrated": [0.52, 0.50, 0.50, 0.51]})
+    assert recommend(summary) == 0.05
+    summary["val_nll_calibrated"] = [0.60, 0.55, 0.50, 0.51]
+    assert recommend(summary) == 0.1
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "0,1.0", "-0.1"])
+def test_bad_values_are_refused(text):
+    with pytest.raises(KeraslsError, match="--values"):
+        parse_values(text)
+
+
+def test_values_are_sorted_and_deduplicated():
+    assert parse_values("0.1,0,0.1,0.05") == [0.0, 0.05, 0.1]
+
+
+def test_sweep_on_a_project_writes_summary_and_report_and_reuses_finished_runs(trained_project):
+    command = [sys.executable, "-m", "kerasls.cli", "sweep", str(trained_project.project), "--values", "0,0.1",
+               "training.epochs=2"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = trained_project.project / "sweep"
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["label_smoothing"].tolist() == [0.0, 0.1]
+    assert {"accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier"} <= set(summary.columns)
+    for epsilon in (0.0, 0.1):
+        metrics = json.loads((out / "runs" / f"eps{epsilon:g}-seed42" / "metrics.json").read_text())
+        assert metrics["label_smoothing"] == epsilon
+        row = summary[summary["label_smoothing"] == epsilon].iloc[0]
+        assert row["ece"] == pytest.approx(metrics["ece"]) and row["val_nll_calibrated"] == pytest.approx(
+            metrics["val_nll_calibrated"])
+    best = recommend(summary)
+    assert f"Recommended label_smoothing = {best:g}" in first.stdout
+    report = (out / "report.html").read_text()
+    assert "data:image/png;base64," in report and "Recommended label_smoothing" in report
+    assert "2/2 done" in first.stdout
+
+    stamp = (out / "runs" / "eps0-seed42" / "metrics.json").stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "runs" / "eps0-seed42" / "metrics.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert pd.read_csv(out / "summary.csv").equals(summary)
+
+
+def test_sweep_refuses_a_folder_that_is_not_a_project(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kerasls.cli", "sweep", str(tmp_path)], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "not a kerasls project (no train.py)" in result.stderr
+
+
+def test_evaluate_reproduces_the_training_metrics(trained_project, tmp_path):
+    out = tmp_path / "evaluation"
+    result = subprocess.run([sys.executable, "-m", "kerasls.cli", "evaluate", str(trained_project.run / "export"),
+                             str(trained_project.eval_rows), "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "accuracy", "nll", "ece", "mce", "brier", "temperature", "nll_calibrated", "ece_calibrated"):
+        assert metrics[key] == pytest.approx(trained_project.metrics[key], abs=1e-5), key
+    assert metrics["label_smoothing"] == 0.1
+    assert (out / "report.html").is_file() and (out / "predictions.csv").is_file()
+    again = subprocess.run([sys.executable, "-m", "kerasls.cli", "evaluate", str(trained_project.run / "export"),
+                            str(trained_project.eval_rows), "-o", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds an evaluation" in again.stderr
+
+
+def test_evaluate_names_an_unknown_label(trained_project, tmp_path):
+    rows = pd.read_csv(trained_project.eval_rows)
+    rows.loc[4, "intent"] = "refund"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    result = subprocess.run([sys.executable, "-m", "kerasls.cli", "evaluate", str(trained_project.run / "export"),
+                             str(tmp_path / "rows.csv"), "-o", str(tmp_path / "e")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "rows.csv: line 6: label 'refund' is not a class of the export" in result.stderr
+    assert not (tmp_path / "e").exists()
