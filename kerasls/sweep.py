@@ -46,12 +46,12 @@ def progress_line(done: int, total: int, message: str, width: int = 24) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} {message}"
 
 
-def train_once(project: Path, runs_dir: Path, epsilon: float, seed: int, overrides: list[str]) -> dict:
+def train_once(project: Path, runs_dir: Path, epsilon: float, seed: int, overrides: list[str], config=None) -> dict:
     folder = runs_dir / run_name(epsilon, seed)
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
     command = [sys.executable, "train.py", f"targets.label_smoothing={epsilon}", f"seed={seed}",
-               "training.verbose=0", *overrides, "--runs-dir", str(runs_dir), "--run-name", run_name(epsilon, seed)]
+               "training.verbose=0", *overrides, *(["--config", str(config)] if config else []), "--runs-dir", str(runs_dir), "--run-name", run_name(epsilon, seed)]
     result = subprocess.run(command, cwd=project, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -76,8 +76,12 @@ def recommend(summary: pd.DataFrame) -> float:
     return float(tied["label_smoothing"].min())
 
 
-def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, echo=print) -> Path:
+def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, config=None, echo=print) -> Path:
+    """Train `project` once per (ε, seed); `config` is a config file for train.py (default: its config.yaml)."""
     project = Path(project).resolve()
+    config = Path(config).resolve() if config else None
+    if config is not None and not config.is_file():
+        raise KeraslsError(f"{config}: config file not found; pass an existing file with --config")
     if not (project / "train.py").is_file():
         raise KeraslsError(f"{project}: not a kerasls project (no train.py); pass the folder made by `kerasls new`")
     out = Path(out).resolve() if out else project / "sweep"
@@ -85,13 +89,14 @@ def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, echo
     if base_seed is None:
         from kerasls.config import read_yaml
 
-        base_seed = int(read_yaml(project / "config.yaml").get("seed", 42)) if (project / "config.yaml").is_file() else 42
+        config_file = config or project / "config.yaml"
+        base_seed = int(read_yaml(config_file).get("seed", 42)) if config_file.is_file() else 42
     plan = [(epsilon, base_seed + i) for i in range(seeds) for epsilon in values]
     rows = []
     for done, (epsilon, seed) in enumerate(plan):
         echo(progress_line(done, len(plan), f"training ε={epsilon:g} seed={seed} ..."))
         started = time.time()
-        metrics = train_once(project, runs_dir, epsilon, seed, list(overrides))
+        metrics = train_once(project, runs_dir, epsilon, seed, list(overrides), config)
         rows.append({"label_smoothing": epsilon, "seed": seed, "run": str(runs_dir / run_name(epsilon, seed)),
                      "seconds": round(time.time() - started, 1), **{key: metrics[key] for key in COLUMNS}})
     echo(progress_line(len(plan), len(plan), "done"))
