@@ -4,7 +4,7 @@
     kerasls templates
     kerasls predict EXPORT INPUT [-o OUT.csv]
     kerasls evaluate EXPORT DATA [-o DIR] [--label COLUMN]
-    kerasls sweep PROJECT --values 0,0.05,0.1,0.2 [--seeds N] [key=value ...]
+    kerasls sweep PROJECT --values 0,0.05,0.1,0.2 [--seeds N] [--config FILE] [key=value ...]
 
 TensorFlow is imported only inside the commands that need it, so `kerasls new`, `--help` and `--version` start
 in a fraction of a second.
@@ -72,7 +72,7 @@ def _cmd_sweep(args) -> int:
     if args.seeds < 1:
         raise KeraslsError(f"--seeds {args.seeds}: must be 1 or more")
     out = sweep(args.project, parse_values(args.values), seeds=args.seeds, base_seed=args.seed,
-                overrides=args.variables, out=args.output)
+                overrides=args.variables, out=args.output, config=args.config)
     print(f"sweep: {out}")
     return 0
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="batch prediction from an export")
     predict.add_argument("export", help="export folder (runs/<run>/export/<version>, or export/ for the newest)")
-    predict.add_argument("inputs", nargs="+", help="a CSV or Parquet file of raw rows")
+    predict.add_argument("inputs", nargs="+", help="CSV/Parquet files of raw rows, or image files and folders")
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     predict.add_argument("--batch-size", type=int, default=1024)
     predict.set_defaults(handler=_cmd_predict)
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--values", default="0,0.05,0.1,0.2", help="comma-separated ε values (default: 0,0.05,0.1,0.2)")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per ε: mean ± std over seeds (default: 1)")
     sweep.add_argument("--seed", type=int, default=None, help="first seed (default: the project's config seed)")
+    sweep.add_argument("--config", help="config file for every run (default: PROJECT/config.yaml)")
     sweep.add_argument("-o", "--output", help="sweep folder (default: PROJECT/sweep); finished runs in it are reused")
     sweep.add_argument("variables", nargs="*", metavar="key=value",
                        help="config overrides for every run, e.g. training.epochs=5 (paths relative to PROJECT)")

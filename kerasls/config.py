@@ -110,7 +110,84 @@ class TabularConfig(_Section):
         return self
 
 
-SCHEMAS = {"tabular": TabularConfig}
+class ImageDataConfig(_Section):
+    train: str = "data/train"  # a folder of class folders, or a CSV manifest (path,label[,prob_*|votes_*])
+    val: Optional[str] = None
+    test: Optional[str] = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    image_size: tuple[int, int] = (32, 32)  # (height, width) every image is resized to
+    channels: Literal[1, 3] = 3
+    cache: bool = True  # keep decoded images in memory after the first epoch
+    skip_corrupt: bool = False  # drop unreadable images (with a count) instead of stopping
+    path_column: str = "path"
+    label_column: str = "label"
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_is_positive(cls, value):
+        if min(value) < 8:
+            raise ValueError(f"image_size must be at least [8, 8]. Received: {list(value)}")
+        return value
+
+
+class MixConfig(_Section):
+    alpha: float = Field(0.2, gt=0.0)  # Beta(α, α) for MixUp; CutMix's `factor`
+    probability: float = Field(0.0, ge=0.0, le=1.0)  # share of training batches mixed; 0 turns it off
+
+
+class AugmentConfig(_Section):
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
+    rotation: float = Field(0.0, ge=0.0, le=0.5)  # fraction of a full turn, as keras.layers.RandomRotation
+    zoom: float = Field(0.0, ge=0.0, lt=1.0)
+    rand_augment: bool = False
+    mixup: MixConfig = MixConfig(alpha=0.2)
+    cutmix: MixConfig = MixConfig(alpha=1.0)
+
+    @model_validator(mode="after")
+    def _mix_probabilities_add_up(self):
+        total = self.mixup.probability + self.cutmix.probability
+        if total > 1.0:
+            raise ValueError(
+                f"augment.mixup.probability + augment.cutmix.probability must be <= 1. Received: {total:g}"
+            )
+        return self
+
+
+class ImageModelConfig(_Section):
+    backbone: str = "small_cnn"  # small_cnn | EfficientNetV2B0 | MobileNetV3Small | ResNet50 | other keras.applications
+    weights: Optional[str] = None  # null (random), a local weights file, or "imagenet" (downloads)
+    filters: list[int] = [32, 64, 128]  # small_cnn only
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    freeze_backbone: bool = False  # train only the head for training.epochs ...
+    fine_tune_epochs: int = Field(0, ge=0)  # ... then unfreeze and train this many more epochs
+    fine_tune_learning_rate: float = Field(1e-5, gt=0.0)
+    options: dict[str, Any] = {}
+
+
+class ImageConfig(_Section):
+    seed: int = 42
+    data: ImageDataConfig = ImageDataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    targets: TargetsConfig = TargetsConfig()
+    model: ImageModelConfig = ImageModelConfig()
+    training: TrainingConfig = TrainingConfig(epochs=20, batch_size=64)
+    calibration: CalibrationConfig = CalibrationConfig()
+    export: ExportConfig = ExportConfig()
+
+    def data_view(self):
+        """The data section plus the soft-label columns, as `kerasls.data.images.load_image_sets` reads them."""
+        from types import SimpleNamespace
+
+        soft = self.targets.soft_labels or {}
+        return SimpleNamespace(
+            **self.data.model_dump(),
+            probability_columns=soft.get("probabilities"),
+            vote_columns=soft.get("votes"),
+            vote_smoothing=float(soft.get("vote_smoothing", 0.0)),
+        )
+
+
+SCHEMAS = {"tabular": TabularConfig, "image": ImageConfig}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def export_classifier(export_root, *, logits_fn, input_signature, tracked, class
     """Write a new version folder. `logits_fn(inputs) -> logits`; `tracked`: layers/models it uses.
 
     `input_signature` is a dict of `tf.TensorSpec` (one per raw input); `extra_signatures` maps a name to
-    (function, input_signature) for more endpoints (e.g. `serving_tensor` for images).
+    (logits function, input signature) for more endpoints with the same outputs (e.g. `serving_tensor`, which
+    takes decoded float images).
     """
     import keras  # only the writer needs keras; the written export does not
 
@@ -61,15 +62,15 @@ def export_classifier(export_root, *, logits_fn, input_signature, tracked, class
     class_names = tf.constant([str(c) for c in classes])
     temperature_tensor = tf.constant(float(temperature), tf.float32)
 
-    def serve(inputs):
-        return classifier_outputs(logits_fn(inputs), temperature_tensor, class_names)
+    def endpoint(function):
+        return lambda inputs: classifier_outputs(function(inputs), temperature_tensor, class_names)
 
     archive = keras.export.ExportArchive()
     for resource in tracked:
         archive.track(resource)
-    archive.add_endpoint("serving_default", serve, input_signature=[input_signature])
+    archive.add_endpoint("serving_default", endpoint(logits_fn), input_signature=[input_signature])
     for name, (function, signature) in (extra_signatures or {}).items():
-        archive.add_endpoint(name, function, input_signature=[signature])
+        archive.add_endpoint(name, endpoint(function), input_signature=[signature])
 
     temp_dir = export_root / f".tmp-{uuid.uuid4().hex}"
     try:
@@ -113,3 +114,31 @@ def load_serving_function(path):
     labels_path = export_dir / "assets" / LABELS_FILE
     classes = labels_path.read_text(encoding="utf-8").splitlines() if labels_path.is_file() else None
     return function, dict(input_specs), classes, loaded
+
+
+def image_serving(model, image_size, channels):
+    """Keyword arguments for `export_classifier` of an image model.
+
+    `serving_default` takes `image_bytes` (a batch of encoded JPEG/PNG/BMP/GIF strings), decodes and resizes
+    them in the graph exactly as training did; `serving_tensor` takes `images`, float32 [N, H, W, C] in [0, 255].
+    """
+    from kerasls.data.images import decode_image
+
+    height, width = image_size
+
+    def from_bytes(inputs):
+        images = tf.map_fn(lambda encoded: decode_image(encoded, image_size, channels), inputs["image_bytes"],
+                           fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
+        return model(images, training=False)
+
+    def from_tensor(inputs):
+        return model(inputs["images"], training=False)
+
+    return {
+        "logits_fn": from_bytes,
+        "input_signature": {"image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")},
+        "extra_signatures": {
+            "serving_tensor": (from_tensor, {"images": tf.TensorSpec([None, height, width, channels], tf.float32,
+                                                                     name="images")}),
+        },
+    }

@@ -6,6 +6,8 @@ a missing column is reported by name before TensorFlow sees anything.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -52,10 +54,60 @@ def predict_frame(function, input_specs, classes, frame: pd.DataFrame, batch_siz
     return result
 
 
+def image_files(inputs) -> list[Path]:
+    """Image files given directly, and every image below the folders given (sorted)."""
+    from kerasls.data.images import IMAGE_SUFFIXES
+
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise KeraslsError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise KeraslsError(f"{item}: no such file or folder")
+    return files
+
+
+def predict_images(function, classes, inputs, batch_size=64) -> pd.DataFrame:
+    files = image_files(inputs)
+    outputs = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        encoded = [path.read_bytes() for path in chunk]
+        try:
+            result = function(image_bytes=tf.constant(encoded))
+        except tf.errors.InvalidArgumentError:
+            bad = next((path for path, data in zip(chunk, encoded) if not _decodes(data)), chunk[0])
+            raise KeraslsError(f"{bad}: not a readable JPEG/PNG/BMP/GIF image; remove it or re-save it") from None
+        outputs.append({key: value.numpy() for key, value in result.items()})
+    probabilities = np.concatenate([o["probabilities"] for o in outputs])
+    result = pd.DataFrame({
+        "path": [str(path) for path in files],
+        "predicted_class": [n.decode("utf-8") for o in outputs for n in o["class_name"]],
+        "confidence": np.concatenate([o["confidence"] for o in outputs]),
+    })
+    for index, name in enumerate(classes or range(probabilities.shape[1])):
+        result[f"prob_{name}"] = probabilities[:, index]
+    return result
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        tf.io.decode_image(data, expand_animations=False)
+        return True
+    except (tf.errors.InvalidArgumentError, ValueError):
+        return False
+
+
 def predict_file(export, inputs, batch_size=1024) -> pd.DataFrame:
+    """Predictions for CSV/Parquet tables (tabular exports) or image files and folders (image exports)."""
     function, input_specs, classes, _ = load_serving_function(export)
     if "image_bytes" in input_specs:
-        raise KeraslsError(f"{export}: image exports are not supported by `kerasls predict` yet")
+        return predict_images(function, classes, inputs, batch_size=min(batch_size, 256))
     frames = []
     for path in inputs:
         frame = read_table(path, "input")

@@ -22,10 +22,12 @@ def fit_temperature(val_logits, val_labels, enabled=True) -> float:
     return calibration.fit_temperature(val_logits, val_labels) if enabled else 1.0
 
 
-def prediction_table(classes, labels, logits, temperature) -> pd.DataFrame:
+def prediction_table(classes, labels, logits, temperature, row_ids=None) -> pd.DataFrame:
+    """`row_ids` (e.g. image paths) become a first column `path`, so each row can be traced to its input."""
     before = calibration.softmax(logits)
     after = calibration.softmax(logits, temperature)
-    columns = {"label": [classes[i] for i in labels]}
+    columns = {"path": list(row_ids)} if row_ids is not None else {}
+    columns["label"] = [classes[i] for i in labels]
     columns.update({f"prob_{name}": before[:, k] for k, name in enumerate(classes)})
     columns.update({f"calibrated_prob_{name}": after[:, k] for k, name in enumerate(classes)})
     return pd.DataFrame(columns)
@@ -33,7 +35,7 @@ def prediction_table(classes, labels, logits, temperature) -> pd.DataFrame:
 
 def write_results(run, *, classes, labels, logits, temperature, split, label_smoothing, bins=15,
                   target_accuracy=0.95, export_path=None, validation=None, temperature_scaling=True,
-                  extra_metrics=None, title="kerasls run") -> dict:
+                  row_ids=None, extra_metrics=None, title="kerasls run") -> dict:
     """Metrics on (`labels`, `logits`); `validation=(val_logits, val_labels)` adds `val_nll`, `val_nll_calibrated`
     (what `kerasls sweep` ranks ε by) and `val_accuracy`."""
     labels = np.asarray(labels)
@@ -52,7 +54,7 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     metrics["export_path"] = str(export_path) if export_path is not None else None
     metrics.update(extra_metrics or {})
 
-    atomic_write_text(run.predictions, prediction_table(classes, labels, logits, temperature).to_csv(index=False))
+    atomic_write_text(run.predictions, prediction_table(classes, labels, logits, temperature, row_ids).to_csv(index=False))
     history = pd.read_csv(run.history) if Path(run.history).is_file() else None
     report.write_report(
         run.path, metrics, history, calibration.softmax(logits), calibration.softmax(logits, temperature), labels,

@@ -1,0 +1,423 @@
+"""Images in, checked files and probability targets out: class folders or CSV manifests -> tf.data.
+
+Two ways to describe a labelled image set:
+
+- a folder of class folders, `root/<class>/<image>`: the class names are the folder names;
+- a CSV manifest with a path column (relative to the manifest's folder) and either a label column of class
+  names, or one `prob_<class>` column per class (probabilities), or one `votes_<class>` column per class
+  (annotator vote counts, turned into distributions with add-α smoothing).
+
+Every check raises `KeraslsError` with the file, line or column it is about. `decode_image` is the one function
+that turns encoded bytes into pixels: training pipelines and the exported serving graph share it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kerasls import targets as soft_targets
+from kerasls.data.tabular import label_strings, read_table, stratified_split
+from kerasls.errors import KeraslsError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_PREFIXES = {"probability": "prob_", "vote": "votes_"}
+
+
+@dataclass
+class ImageSet:
+    """Image files with their targets: `targets[i]` is the class distribution of `paths[i]`."""
+
+    paths: list[str]  # absolute
+    labels: np.ndarray  # int64 [N], hard class index (argmax of targets for soft rows)
+    targets: np.ndarray  # float32 [N, K], one-hot for hard labels or row distributions
+    soft: bool  # True when the targets came from probability or vote columns
+    source: str  # the folder or manifest they came from, for messages
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices) -> "ImageSet":
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet([self.paths[i] for i in indices], self.labels[indices], self.targets[indices],
+                        self.soft, self.source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Class folders and manifests
+
+
+def scan_class_folders(root) -> tuple[list[str], list[str]]:
+    """`root/<class>/<image>` -> (absolute image paths, class name of each path); classes and images sorted.
+
+    Hidden files and folders (names starting with ".") are ignored, and so are non-image files at the top level
+    (a README). Inside a class folder every file must be an image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise KeraslsError(f"{root}: image folder not found; point data.train/val/test at a folder of class folders")
+    entries = sorted(entry for entry in os.listdir(root) if not entry.startswith("."))
+    loose = [entry for entry in entries if not (root / entry).is_dir() and entry.lower().endswith(IMAGE_SUFFIXES)]
+    if loose:
+        raise KeraslsError(f"{root / loose[0]}: image outside a class folder; move it into {root}/<class name>/")
+    classes = [entry for entry in entries if (root / entry).is_dir()]
+    if not classes:
+        raise KeraslsError(f"{root}: no class subfolders; put the images of each class in {root}/<class name>/")
+    paths, names = [], []
+    for name in classes:
+        folder = root / name
+        files = sorted(entry for entry in os.listdir(folder) if not entry.startswith("."))
+        for entry in files:
+            path = folder / entry
+            if path.is_dir():
+                raise KeraslsError(f"{path}: a folder inside class folder {name!r}; class folders hold images only")
+            if not entry.lower().endswith(IMAGE_SUFFIXES):
+                raise KeraslsError(f"{path}: not an image file name; accepted suffixes are "
+                                   f"{', '.join(IMAGE_SUFFIXES)} (move or rename the file)")
+        if not files:
+            raise KeraslsError(f"{folder}: class folder {name!r} has no images; add images or remove the folder")
+        paths.extend(str((folder / entry).absolute()) for entry in files)
+        names.extend([name] * len(files))
+    return paths, names
+
+
+def read_manifest(path, path_column="path", label_column="label", role="train") -> pd.DataFrame:
+    """Read a CSV manifest and resolve its image paths; returns the table with absolute paths in `path_column`.
+
+    Paths are relative to the manifest's folder (absolute paths only inside it); one that resolves outside (via
+    `..` or a symlink) is refused. Pass `label_column=None` when targets come from probability or vote columns.
+    `role` ("train", "val", "test") only improves the error messages. Line numbers count the header as line 1.
+    """
+    return _resolve_manifest(read_table(path, role), path, path_column, label_column)
+
+
+def _resolve_manifest(frame, path, path_column, label_column) -> pd.DataFrame:
+    source = Path(path)
+    for column, key in ((path_column, "path_column"), (label_column, "label_column")):
+        if column is not None and column not in frame.columns:
+            raise KeraslsError(f"{source}: column {column!r} not found; columns are {list(frame.columns)} "
+                               f"(set data.{key})")
+    folder = source.resolve().parent
+    resolved = []
+    for line, value in enumerate(frame[path_column], start=2):
+        if pd.isna(value) or not str(value).strip():
+            raise KeraslsError(f"{source}: line {line}: column {path_column!r} is empty; give an image path")
+        image = (folder / str(value).strip()).resolve()
+        if not image.is_relative_to(folder):
+            raise KeraslsError(f"{source}: line {line}: image path {value!r} resolves outside the manifest's folder "
+                               f"{folder}; keep images inside that folder and give paths relative to it")
+        if not image.is_file():
+            raise KeraslsError(f"{source}: line {line}: image file {value!r} not found (looked for {image})")
+        resolved.append(str(image))
+    frame = frame.reset_index(drop=True)
+    frame[path_column] = resolved
+    frame.attrs["path"] = str(source)
+    return frame
+
+
+def _soft_column_classes(columns, kind, source) -> list[str]:
+    """`prob_<class>` / `votes_<class>` column names -> class names, in the order given."""
+    prefix, key = _PREFIXES[kind], f"data.{kind}_columns"
+    names = []
+    for column in columns:
+        if not str(column).startswith(prefix) or len(str(column)) == len(prefix):
+            raise KeraslsError(f"{source}: column {column!r} in {key} must be named {prefix}<class>; rename it")
+        names.append(str(column)[len(prefix):])
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise KeraslsError(f"{source}: {key} lists class(es) {duplicated} more than once; list each column once")
+    return names
+
+
+def manifest_targets(frame, classes, label_column, probability_columns=None, vote_columns=None,
+                     vote_smoothing=0.0, source="manifest"):
+    """Targets of a manifest's rows over `classes` -> (targets float32 [N, K], labels int64 [N], soft).
+
+    Hard labels become one-hot rows. Probability or vote columns are bound to classes by name (`prob_cat` is the
+    probability of class "cat", whatever the column order); votes c become (c + α) / (Σc + Kα) with
+    α = `vote_smoothing`. Line numbers in messages come from the frame's index (the header is line 1).
+    """
+    if probability_columns and vote_columns:
+        raise KeraslsError(f"{source}: set only one of data.probability_columns and data.vote_columns")
+    lines = [int(index) + 2 for index in frame.index]
+    if not (probability_columns or vote_columns):
+        labels = _label_indices(frame, classes, label_column, lines, source)
+        return soft_targets.one_hot(labels, len(classes)), labels, False
+    kind = "probability" if probability_columns else "vote"
+    values, ordered = _soft_values(frame, classes, kind, list(probability_columns or vote_columns), lines, source)
+    totals = values.sum(axis=1)
+    if np.any(totals == 0):
+        row = int(np.flatnonzero(totals == 0)[0])
+        raise KeraslsError(f"{source}: line {lines[row]}: columns {ordered} are all 0; every row needs some "
+                           f"{kind} mass (fix or drop the row)")
+    if kind == "probability":
+        bad = soft_targets.invalid_distribution_rows(values, atol=1e-3)
+        if bad.size:
+            row = int(bad[0])
+            raise KeraslsError(f"{source}: line {lines[row]}: columns {ordered} sum to {totals[row]:.6g}, not 1; "
+                               "probabilities must sum to 1 (within 0.001)")
+        targets = (values / totals[:, None]).astype(np.float32)
+    else:
+        if vote_smoothing < 0:
+            raise KeraslsError(f"data.vote_smoothing must be >= 0; got {vote_smoothing}")
+        targets = soft_targets.from_votes(values, vote_smoothing)
+    return targets, np.argmax(targets, axis=1).astype(np.int64), True
+
+
+def _label_indices(frame, classes, label_column, lines, source) -> np.ndarray:
+    if label_column not in frame.columns:
+        raise KeraslsError(f"{source}: label column {label_column!r} not found (set data.label_column)")
+    missing = np.flatnonzero(frame[label_column].isna().to_numpy())
+    if missing.size:
+        raise KeraslsError(f"{source}: line {lines[missing[0]]}: label column {label_column!r} is empty; "
+                           "fill it or drop the row")
+    index = {name: i for i, name in enumerate(classes)}
+    names = label_strings(frame[label_column])
+    for row, name in enumerate(names):
+        if name not in index:
+            raise KeraslsError(f"{source}: line {lines[row]}: label {name!r} is not a training class "
+                               f"{list(classes)}; remove the row or add examples of that class to the training data")
+    return np.array([index[name] for name in names], dtype=np.int64)
+
+
+def _soft_values(frame, classes, kind, columns, lines, source):
+    """The `prob_<class>`/`votes_<class>` columns in class order -> (float64 [N, K] checked values, column names)."""
+    prefix, by_class = _PREFIXES[kind], dict(zip(_soft_column_classes(columns, kind, source), columns))
+    for name in sorted(set(by_class) - set(classes)):
+        raise KeraslsError(f"{source}: column {by_class[name]!r} names class {name!r}, which is not a "
+                           f"training class {list(classes)}; fix data.{kind}_columns")
+    for name in classes:
+        if name not in by_class:
+            raise KeraslsError(f"{source}: no column {prefix + name!r} for class {name!r}; add it to the manifest "
+                               f"and to data.{kind}_columns")
+        if by_class[name] not in frame.columns:
+            raise KeraslsError(f"{source}: column {by_class[name]!r} not found; columns are {list(frame.columns)}")
+    ordered = [by_class[name] for name in classes]
+    values = np.empty((len(frame), len(classes)), dtype=np.float64)
+    for k, column in enumerate(ordered):
+        raw = frame[column]
+        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = np.isnan(numbers) | (numbers < 0) | ((numbers != np.round(numbers)) & (kind == "vote"))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value, number = raw.iloc[row], numbers[row]
+            value = value.item() if isinstance(value, np.generic) else value
+            if np.isnan(number):
+                problem = "is empty" if pd.isna(value) else f"holds {value!r}, not a number"
+            elif number < 0:
+                problem = f"is negative ({value!r})"
+            else:
+                problem = f"holds {value!r}; vote counts must be whole numbers"
+            raise KeraslsError(f"{source}: line {lines[row]}: column {column!r} {problem}; fix the value")
+        values[:, k] = numbers
+    return values, ordered
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole splits
+
+
+def _source(value, role):
+    path = Path(value)
+    if path.is_dir():
+        return "folder"
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "manifest"
+    if path.exists():
+        raise KeraslsError(f"{path}: data.{role} must be a folder of class folders or a .csv manifest")
+    raise KeraslsError(f"{path}: {role} images not found; set data.{role} to a folder of class folders or a .csv "
+                       "manifest")
+
+
+def _soft_columns(config):
+    probability, votes = getattr(config, "probability_columns", None), getattr(config, "vote_columns", None)
+    if probability and votes:
+        raise KeraslsError("set only one of data.probability_columns and data.vote_columns")
+    return ("probability", list(probability)) if probability else ("vote", list(votes)) if votes else (None, [])
+
+
+def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
+    """One folder or manifest -> ImageSet; `classes=None` (training) derives the classes from it."""
+    kind, columns = _soft_columns(config)
+    if _source(value, role) == "folder":
+        if kind and classes is None:
+            raise KeraslsError(f"{value}: data.{kind}_columns needs a .csv manifest as data.train, not a folder")
+        paths, names = scan_class_folders(value)
+        classes = sorted(set(names)) if classes is None else classes
+        index = {name: i for i, name in enumerate(classes)}
+        unseen = sorted(set(names) - set(index))
+        if unseen:
+            raise KeraslsError(f"{Path(value) / unseen[0]}: class {unseen[0]!r} is not a training class "
+                               f"{classes}; remove the folder or add it to the training data")
+        labels = np.array([index[name] for name in names], dtype=np.int64)
+        return ImageSet(paths, labels, soft_targets.one_hot(labels, len(classes)), False, str(value)), classes
+
+    frame = read_table(value, role)
+    header = set(frame.columns)
+    if kind and classes is not None and not set(columns) & header and config.label_column in header:
+        kind, columns = None, []  # a val/test manifest with hard labels only, for a model trained on soft targets
+    label_column = None if kind and config.label_column not in header else config.label_column
+    frame = _resolve_manifest(frame, value, config.path_column, label_column)
+    if classes is None:
+        classes = (sorted(_soft_column_classes(columns, kind, value)) if kind
+                   else sorted(set(label_strings(frame[config.label_column].dropna()))))
+    targets, labels, soft = manifest_targets(
+        frame, classes, config.label_column,
+        probability_columns=columns if kind == "probability" else None,
+        vote_columns=columns if kind == "vote" else None,
+        vote_smoothing=getattr(config, "vote_smoothing", 0.0), source=str(value))
+    return ImageSet(list(frame[config.path_column]), labels, targets, soft, str(value)), classes
+
+
+def _readable(image_set: ImageSet, skip_corrupt: bool) -> ImageSet:
+    keep = check_images(image_set.paths, skip_corrupt=skip_corrupt)
+    if len(keep) == len(image_set):
+        return image_set
+    if not keep:
+        raise KeraslsError(f"{image_set.source}: none of the {len(image_set)} images can be decoded")
+    first = sorted(set(range(len(image_set))) - set(keep))[0]
+    print(f"skipped {len(image_set) - len(keep)} unreadable image(s) in {image_set.source}, "
+          f"e.g. {image_set.paths[first]}")
+    return image_set.subset(keep)
+
+
+def load_image_sets(data_config, seed):
+    """Read train/val/test (folders or manifests) -> (train, val, test or None, classes).
+
+    Classes come from the training set: its folder names, its sorted label values, or the sorted class suffixes
+    of the probability/vote columns. Without a val set, train is split per hard label (seeded, the rule of
+    `kerasls.data.tabular.stratified_split`). Every image is decoded once up front (`check_images`). A val/test
+    manifest without the probability/vote columns but with a label column is read with hard labels.
+    """
+    skip = bool(getattr(data_config, "skip_corrupt", False))
+    train, classes = _load_set(data_config.train, "train", data_config, None)
+    if len(classes) < 2:
+        raise KeraslsError(f"{data_config.train}: one class only ({classes}); a classifier needs two or more")
+    train = _readable(train, skip)
+    if data_config.val:
+        val = _readable(_load_set(data_config.val, "val", data_config, classes)[0], skip)
+    else:
+        names = pd.DataFrame({"class": np.asarray(classes, dtype=object)[train.labels]})
+        train_rows, val_rows = stratified_split(names, "class", data_config.val_fraction, seed)
+        train, val = train.subset(train_rows.index), train.subset(val_rows.index)
+        if not len(val):
+            raise KeraslsError(f"{data_config.train}: too few images per class to split off a validation set "
+                               f"(val_fraction={data_config.val_fraction}); add images or set data.val")
+    test = None
+    if getattr(data_config, "test", None):
+        test = _readable(_load_set(data_config.test, "test", data_config, classes)[0], skip)
+    return train, val, test, classes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding and tf.data
+
+
+def check_images(paths, skip_corrupt=False) -> list[int]:
+    """Read and decode every file once (eagerly) -> indices of the readable ones.
+
+    Catches zero-byte files, truncated JPEGs and non-images with an image suffix. A bad file raises
+    `KeraslsError` naming it, unless `skip_corrupt`, in which case it is left out of the returned indices.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tensorflow as tf
+
+    def readable(path):
+        try:
+            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+            return None
+        except (tf.errors.OpError, ValueError) as error:
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", getattr(error, "message", str(error))).strip()
+            return (reason.splitlines() or [type(error).__name__])[0][:200]
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        problems = list(pool.map(readable, paths))
+    keep = []
+    for index, (path, problem) in enumerate(zip(paths, problems)):
+        if problem is None:
+            keep.append(index)
+        elif not skip_corrupt:
+            raise KeraslsError(f"{path}: cannot be decoded as an image ({problem}); fix or remove the file, or "
+                               "pass data.skip_corrupt=true to skip unreadable images")
+    return keep
+
+
+def decode_image(encoded, image_size, channels):
+    """Encoded JPEG/PNG/BMP/GIF bytes -> float32 [H, W, channels] in [0, 255]; a pure TF graph function.
+
+    The first frame of a GIF is used; alpha is dropped. RGB -> grayscale (channels=1) uses
+    `tf.image.rgb_to_grayscale` for every format (the BMP and GIF decoders refuse channels=1). The image is
+    resized to `image_size` = (H, W) with antialiased bilinear interpolation. Antialiasing only changes anything
+    when a side shrinks, so otherwise (same size, upscaling) the plain bilinear kernel computes the same values
+    several times faster.
+    """
+    import tensorflow as tf
+
+    size = (int(image_size[0]), int(image_size[1]))
+    if channels == 3:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    elif channels == 1:
+        image = tf.io.decode_image(encoded, expand_animations=False)
+        image = tf.cond(tf.shape(image)[-1] < 3, lambda: image[..., :1],
+                        lambda: tf.image.rgb_to_grayscale(image[..., :3]))
+    else:
+        raise KeraslsError(f"image channels must be 1 or 3; got {channels}")
+    shrinks = tf.reduce_any(tf.shape(image) > (size[0], size[1], channels))  # as few ops as possible: hot path
+    image = tf.cond(shrinks, lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+                    lambda: tf.image.resize(image, size, method="bilinear"))
+    image.set_shape((size[0], size[1], channels))  # both resizes give exactly this shape
+    return image
+
+
+def make_image_dataset(image_set: ImageSet, image_size, channels, batch_size, shuffle=False, seed=0, cache=False,
+                       augment=None, mix=None, drop_remainder=False):
+    """ImageSet -> `tf.data.Dataset` of (images float32 [B, H, W, C] in 0..255, targets float32 [B, K]).
+
+    Order: (paths, targets) -> shuffle paths (seeded, reshuffled every epoch; after the cache instead when
+    caching) -> read + `decode_image` (parallel, order kept so a seed reproduces the order) -> cache decoded
+    images in memory (optional) -> batch (`drop_remainder` only when there is at least one full batch) ->
+    `augment(images, training=True)` (optional, e.g. a `keras.Sequential` of random layers) ->
+    `mix(images, targets)` (optional, MixUp/CutMix on the batch) -> prefetch.
+    """
+    import tensorflow as tf
+
+    count = len(image_set)
+    targets = np.asarray(image_set.targets, dtype=np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(image_set.paths, dtype=object), targets))
+    if shuffle and not cache:
+        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+    def load(path, target):
+        return decode_image(tf.io.read_file(path), image_size, channels), target
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        dataset = dataset.cache()
+        if shuffle:
+            dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=bool(drop_remainder) and count >= batch_size)
+    if augment is not None:
+        dataset = dataset.map(lambda images, batch_targets: (_call_training(augment, images), batch_targets),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    if mix is not None:
+        dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _call_training(function, images):
+    """Call `function(images, training=True)` when it takes `training` (keras layers do), else `function(images)`."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    takes_training = "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    return function(images, training=True) if takes_training else function(images)

@@ -1,0 +1,82 @@
+"""Backbones for the image template: a small CNN that trains on a CPU in minutes, or a `keras.applications` model.
+
+Every backbone takes images with values in [0, 255] (what the data pipeline and the `image_bytes` export
+decode to) and does its own input scaling, so the export needs no separate preprocessing step. Weights are
+random by default: kerasls never downloads anything unless `weights: imagenet` is asked for explicitly, and a
+local weights file is the offline way to start from pretrained weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from kerasls.errors import KeraslsError
+
+# name -> (constructor, input preprocessing). EfficientNetV2 and MobileNetV3 scale 0..255 inputs themselves;
+# ResNet50 expects caffe-style BGR mean subtraction.
+_APPLICATIONS = {
+    "EfficientNetV2B0": ("EfficientNetV2B0", None),
+    "MobileNetV3Small": ("MobileNetV3Small", None),
+    "ResNet50": ("ResNet50", keras.applications.resnet50.preprocess_input),
+}
+
+
+def small_cnn(input_shape, filters=(32, 64, 128), name="small_cnn") -> keras.Model:
+    """Conv-BN-ReLU blocks with max pooling, global average pooling at the end. Inputs in [0, 255]."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for index, width in enumerate(filters):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{index}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{index}")(x)  # small data: faster moving statistics
+        x = layers.Activation("relu")(x)
+        if index < len(filters) - 1:
+            x = layers.MaxPooling2D()(x)
+    outputs = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_weights(weights):
+    if weights is None or weights == "imagenet":
+        return weights
+    if not Path(weights).is_file():
+        raise KeraslsError(f"model.weights={weights!r}: file not found; give a local weights file, null or imagenet")
+    return str(weights)
+
+
+def application_backbone(name, input_shape, weights=None) -> keras.Model:
+    """A `keras.applications` model without its top, average-pooled, taking inputs in [0, 255]."""
+    if name in _APPLICATIONS:
+        constructor_name, preprocess = _APPLICATIONS[name]
+    elif hasattr(keras.applications, name):
+        constructor_name, preprocess = name, None
+    else:
+        raise KeraslsError(
+            f"model.backbone={name!r} is not small_cnn or a keras.applications model; "
+            f"try one of small_cnn, {', '.join(_APPLICATIONS)}"
+        )
+    if input_shape[-1] != 3:
+        raise KeraslsError(f"model.backbone={name} needs 3-channel images: set data.channels=3")
+    if min(input_shape[:2]) < 32:
+        raise KeraslsError(f"model.backbone={name} needs images of at least 32x32: raise data.image_size")
+    constructor = getattr(keras.applications, constructor_name)
+    backbone = constructor(include_top=False, weights=_check_weights(weights), input_shape=input_shape, pooling="avg")
+    if preprocess is None:
+        return backbone
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, backbone(layers.Lambda(preprocess, name="preprocess")(inputs)), name=name)
+
+
+def image_backbone(config, input_shape) -> keras.Model:
+    """The `model.backbone` of the config: `small_cnn` or a keras.applications name."""
+    if config.backbone == "small_cnn":
+        if config.weights == "imagenet":
+            raise KeraslsError("model.weights=imagenet: small_cnn has no pretrained weights; use null or a local file")
+        if config.weights is not None:
+            cnn = small_cnn(input_shape, config.filters)
+            cnn.load_weights(_check_weights(config.weights))
+            return cnn
+        return small_cnn(input_shape, config.filters)
+    return application_backbone(config.backbone, input_shape, config.weights)

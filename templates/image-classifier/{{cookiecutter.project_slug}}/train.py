@@ -1,0 +1,118 @@
+"""{{ cookiecutter.project_name }}: an image classifier trained with label smoothing, then calibrated.
+
+    python train.py [--config config.yaml] [--run-name NAME] [key=value ...]
+
+For example `python train.py training.epochs=5 augment.mixup.probability=0.5`. The script reads top to bottom:
+configuration, data, targets, pipeline, model, training, calibration, export, report. Every step writes into
+the run folder `runs/<name>/`, whose path is the last line printed. This file is yours: edit it.
+"""
+
+import sys
+
+from kerasls import augmentation, results, run, targets, training
+from kerasls.config import ImageConfig
+from kerasls.data import images
+from kerasls.errors import run_with_clear_errors
+from kerasls.export import export_classifier, image_serving
+
+from model import build_model
+
+
+def main(argv):
+    # ## Configuration
+    # config.yaml, then key=value overrides, validated (an unknown key is an error).
+    config, command_line = run.read_command_line(argv, schema=ImageConfig)
+    training.set_seeds(config.seed, deterministic=config.training.deterministic)
+    training.configure_precision(config.training)
+
+    # ## Data
+    # Class folders or a CSV manifest. Every image is decoded once here, so a corrupt file is reported by name
+    # before training starts. Without a validation set, a stratified split of the training images.
+    train_set, val_set, test_set, classes = images.load_image_sets(config.data_view(), seed=config.seed)
+    eval_set, eval_split = (test_set, "test") if test_set is not None else (val_set, "val")
+    print(f"classes: {classes}")
+    print(f"images: train={len(train_set.paths)} val={len(val_set.paths)} {eval_split}={len(eval_set.paths)}")
+
+    # The data checked out: make the run folder runs/<name>/ with the resolved config, so the run can be repeated.
+    run_folder = run.start_run(config, command_line)
+
+    # ## Targets
+    # Probability vectors: one-hot rows for hard labels, or the manifest's distributions. Uniform label
+    # smoothing y(1 - ε) + ε/K is applied by the loss, after MixUp/CutMix; since smoothing is affine, that
+    # equals timm's "smooth, then mix". With `prior: class_prior` the targets are smoothed toward the training
+    # class frequencies here instead, and the loss's own smoothing is 0.
+    epsilon = config.targets.label_smoothing
+    if config.targets.prior == "class_prior":
+        prior = targets.class_prior(train_set.labels, len(classes))
+        train_set.targets = targets.class_prior_smooth(train_set.targets, epsilon, prior)
+
+    # ## Pipeline
+    # tf.data: parallel decode and resize, in-memory cache, then (training only) random flips/rotations/zoom
+    # and MixUp/CutMix on whole batches. Validation and test data are never augmented or mixed.
+    image_size, channels = tuple(config.data.image_size), config.data.channels
+    train_data = images.make_image_dataset(
+        train_set, image_size, channels, config.training.batch_size, shuffle=True, seed=config.seed,
+        cache=config.data.cache, augment=augmentation.build_augmenter(config.augment, seed=config.seed),
+        mix=augmentation.build_mixer(config.augment, seed=config.seed),
+        drop_remainder=config.training.jit_compile is not False,
+    )
+
+    def evaluation_data(image_set):
+        return images.make_image_dataset(image_set, image_size, channels, config.training.batch_size,
+                                         cache=config.data.cache)
+
+    val_data, eval_data = evaluation_data(val_set), evaluation_data(eval_set)
+
+    # ## Model
+    # model.py's backbone and head, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True),
+    # an unsmoothed cross-entropy metric (`nll`) and accuracy.
+    with training.distribution_strategy(config.training).scope():
+        model = build_model((*image_size, channels), len(classes), config.model)
+        training.compile_classifier(model, config.training, config.targets)
+    model.summary()
+
+    # ## Training
+    # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on validation NLL, and
+    # BackupAndRestore. With a frozen backbone, a second phase unfreezes it at a lower learning rate.
+    history = training.fit(model, train_data, val_data, config.training, run_folder)
+    if config.model.freeze_backbone and config.model.fine_tune_epochs:
+        for layer in model.layers:
+            layer.trainable = True
+        fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
+        training.compile_classifier(model, fine_tuning, config.targets)
+        done = len(history.epoch)
+        training.fit(model, train_data, val_data, fine_tuning, run_folder,
+                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done)
+
+    # ## Calibration
+    # One temperature T fitted on validation NLL; metrics on hard, unsmoothed labels of test (or validation).
+    val_logits = training.predict_logits(model, val_data)
+    temperature = results.fit_temperature(val_logits, val_set.labels, enabled=config.calibration.temperature_scaling)
+    eval_logits = training.predict_logits(model, eval_data)
+
+    # ## Export
+    # A SavedModel whose `serving_default` takes encoded image bytes (decoded and resized in the graph, as in
+    # training) and returns calibrated probabilities and class names; `serving_tensor` takes float images.
+    export_path = None
+    if config.export.enabled:
+        export_path = export_classifier(
+            run_folder.export_root, **image_serving(model, image_size, channels), tracked=[model],
+            classes=classes, temperature=temperature, metadata={"label_smoothing": epsilon},
+        )
+        print(f"export: {export_path}")
+
+    # ## Report
+    # metrics.json, predictions.csv (one row per image, with its path), report.html.
+    metrics = results.write_results(
+        run_folder, classes=classes, labels=eval_set.labels, logits=eval_logits, temperature=temperature,
+        split=eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
+        target_accuracy=config.calibration.target_accuracy, export_path=export_path,
+        validation=(val_logits, val_set.labels), temperature_scaling=config.calibration.temperature_scaling,
+        row_ids=eval_set.paths, title="{{ cookiecutter.project_name }}",
+    )
+    print(results.headline(metrics))
+    print(f"run: {run_folder.path}")
+
+
+if __name__ == "__main__":
+    run_with_clear_errors(main, sys.argv[1:])
