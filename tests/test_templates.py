@@ -137,6 +137,7 @@ def test_templates_ship_inside_a_non_editable_install(tmp_path):
         "import kerasls, sys; from kerasls.templates_index import render_template, templates_root\n"
         "assert str(templates_root()).startswith(sys.argv[1]), templates_root()\n"
         "print(render_template('tabular-intent', '.', {'project_slug': 'installed'}))\n"
+        "print(render_template('image-classifier', '.', {'project_slug': 'installed_images'}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], cwd=elsewhere, env=env,
@@ -145,3 +146,6 @@ def test_templates_ship_inside_a_non_editable_install(tmp_path):
     rendered = elsewhere / "installed"
     assert (rendered / "data" / "train.csv").stat().st_size > 100_000
     assert tree(rendered) == tree(render_template("tabular-intent", tmp_path / "ref", {"project_slug": "installed"}))
+    images = elsewhere / "installed_images"
+    assert len(list((images / "data" / "train").glob("*/*.png"))) == 600
+    assert tree(images) == tree(render_template("image-classifier", tmp_path / "ref", {"project_slug": "installed_images"}))
