@@ -42,23 +42,45 @@ class DataConfig(_Section):
     text_max_tokens: int = Field(2000, ge=10)
 
 
-class TargetsConfig(_Section):
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    prior: Literal["uniform", "class_prior"] = "uniform"
-    soft_labels: Optional[dict[str, Any]] = None
+class SoftLabelsConfig(_Section):
+    """Where soft targets come from: exactly one of probabilities, votes or teacher.
 
-    @field_validator("soft_labels")
-    @classmethod
-    def _known_soft_label_source(cls, value):
-        if value is None:
-            return value
-        sources = {"probabilities", "votes", "teacher"} & set(value)
+    probabilities / votes: a list of `prob_<class>` / `votes_<class>` columns, or a mapping {class: column}.
+    teacher: an export (`runs/<run>/export`) whose softmax(logits / temperature) is mixed with the hard label:
+    target = alpha · hard + (1 − alpha) · softmax(z_t / T), trained with the T² factor of Hinton et al. 2015.
+    """
+
+    probabilities: Optional[Union[list[str], dict[str, str]]] = None
+    votes: Optional[Union[list[str], dict[str, str]]] = None
+    vote_smoothing: float = Field(0.0, ge=0.0)  # add-α for vote counts: (c + α) / (Σc + Kα)
+    teacher: Optional[str] = None
+    temperature: float = Field(4.0, gt=0.0)  # T of the teacher's softmax (teacher only)
+    alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the hard label (teacher only)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        sources = [name for name in ("probabilities", "votes", "teacher") if getattr(self, name)]
         if len(sources) != 1:
             raise ValueError(
                 "must name exactly one source: {probabilities: [cols]}, {votes: [cols]} or "
-                f"{{teacher: EXPORT, temperature: T}}. Received: {value!r}"
+                f"{{teacher: EXPORT, temperature: T, alpha: a}}. Received: {sources or 'none'}"
             )
-        return value
+        return self
+
+    @property
+    def source(self) -> str:
+        return "probabilities" if self.probabilities else "votes" if self.votes else "teacher"
+
+    def columns(self) -> list[str]:
+        """The table columns holding probabilities or votes (none for a teacher)."""
+        named = self.probabilities or self.votes or []
+        return list(named.values()) if isinstance(named, dict) else list(named)
+
+
+class TargetsConfig(_Section):
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    prior: Literal["uniform", "class_prior"] = "uniform"
+    soft_labels: Optional[SoftLabelsConfig] = None
 
 
 class TabularModelConfig(_Section):
@@ -178,12 +200,12 @@ class ImageConfig(_Section):
         """The data section plus the soft-label columns, as `kerasls.data.images.load_image_sets` reads them."""
         from types import SimpleNamespace
 
-        soft = self.targets.soft_labels or {}
+        soft = self.targets.soft_labels
         return SimpleNamespace(
             **self.data.model_dump(),
-            probability_columns=soft.get("probabilities"),
-            vote_columns=soft.get("votes"),
-            vote_smoothing=float(soft.get("vote_smoothing", 0.0)),
+            probability_columns=soft.probabilities if soft else None,
+            vote_columns=soft.votes if soft else None,
+            vote_smoothing=soft.vote_smoothing if soft else 0.0,
         )
 
 

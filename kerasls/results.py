@@ -35,7 +35,7 @@ def prediction_table(classes, labels, logits, temperature, row_ids=None) -> pd.D
 
 def write_results(run, *, classes, labels, logits, temperature, split, label_smoothing, bins=15,
                   target_accuracy=0.95, export_path=None, validation=None, temperature_scaling=True,
-                  row_ids=None, extra_metrics=None, title="kerasls run") -> dict:
+                  row_ids=None, soft_targets=None, extra_metrics=None, title="kerasls run") -> dict:
     """Metrics on (`labels`, `logits`); `validation=(val_logits, val_labels)` adds `val_nll`, `val_nll_calibrated`
     (what `kerasls sweep` ranks ε by) and `val_accuracy`."""
     labels = np.asarray(labels)
@@ -52,6 +52,10 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
         metrics["val_nll_calibrated"] = calibration.negative_log_likelihood(
             calibration.softmax(val_logits, temperature), val_labels)
     metrics["export_path"] = str(export_path) if export_path is not None else None
+    if soft_targets is not None:  # the evaluated rows carry label distributions: compare to them too
+        probabilities = calibration.softmax(logits)
+        metrics["soft_cross_entropy"] = calibration.soft_cross_entropy(probabilities, soft_targets)
+        metrics["soft_kl"] = calibration.soft_kl(probabilities, soft_targets)
     metrics.update(extra_metrics or {})
 
     atomic_write_text(run.predictions, prediction_table(classes, labels, logits, temperature, row_ids).to_csv(index=False))

@@ -59,15 +59,20 @@ def make_optimizer(training: TrainingConfig):
 
 
 def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig) -> keras.Model:
-    model.compile(
-        optimizer=make_optimizer(training),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=loss_smoothing(targets), from_logits=True),
-        metrics=[
-            keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-        ],
-        jit_compile=training.jit_compile,
-    )
+    """CCE(label_smoothing=ε, from_logits=True) + `nll` and `accuracy`; with a teacher, the distillation loss
+    on packed [hard | teacher] targets (`kerasls.losses`), whose metrics read the hard part."""
+    soft = targets.soft_labels
+    if soft is not None and soft.source == "teacher":
+        from kerasls.losses import DistillationLoss, hard_part_metrics
+
+        loss = DistillationLoss(alpha=soft.alpha, temperature=soft.temperature,
+                                label_smoothing=loss_smoothing(targets))
+        metrics = hard_part_metrics(model.output_shape[-1])
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=loss_smoothing(targets), from_logits=True)
+        metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
+                   keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=make_optimizer(training), loss=loss, metrics=metrics, jit_compile=training.jit_compile)
     return model
 
 
@@ -79,13 +84,14 @@ def standard_callbacks(run, training: TrainingConfig) -> list:
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(run.checkpoints / "best.weights.h5"), monitor="val_nll", save_best_only=True, save_weights_only=True
+            str(run.checkpoints / "best.weights.h5"), monitor="val_nll", mode="min", save_best_only=True,
+            save_weights_only=True
         ),
     ]
     if training.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_nll", patience=training.early_stopping, restore_best_weights=True
+                monitor="val_nll", mode="min", patience=training.early_stopping, restore_best_weights=True
             )
         )
     return callbacks

@@ -54,7 +54,9 @@ def test_relative_paths_resolve_against_the_config_file_and_cwd(tmp_path, monkey
         ("", ["targets.label_smoothing=-0.1"], r"'targets.label_smoothing'.*greater than or equal to 0"),
         ("training:\n  optimizer: rmsprop\n", [], r"'training.optimizer'.*received 'rmsprop'"),
         ("data:\n  label: y\n  features: {numeric: [y]}\n", [], r"lists the label column 'y'"),
-        ("targets:\n  soft_labels: {foo: 1}\n", [], r"targets.soft_labels.*exactly one source"),
+        ("targets:\n  soft_labels: {foo: 1}\n", [], r"unknown config key 'targets.soft_labels.foo'"),
+        ("targets:\n  soft_labels: {vote_smoothing: 1}\n", [], r"targets.soft_labels.*exactly one source"),
+        ("targets:\n  soft_labels: {votes: [a], teacher: x}\n", [], r"exactly one source.*\['votes', 'teacher'\]"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, overrides, expected):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from kerasls.data import images
+from kerasls.data.soft_labels import table_targets
 from kerasls.errors import KeraslsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +142,8 @@ def test_manifest_missing_file_and_columns(tmp_path):
 def test_unknown_label_names_line_label_and_classes(tmp_path):
     frame = images.read_manifest(manifest(tmp_path, "path,label\nimg/a.png,cat\nimg/b.png,cow\n"))
     with pytest.raises(KeraslsError, match=r"m\.csv: line 3: label 'cow' is not a training class \['cat', 'dog'\]"):
-        images.manifest_targets(frame, ["cat", "dog"], "label", source="m.csv")
-    targets, labels, soft = images.manifest_targets(frame.head(1), ["cat", "dog"], "label")
+        table_targets(frame, ["cat", "dog"], "label", source="m.csv")
+    targets, labels, soft = table_targets(frame.head(1), ["cat", "dog"], "label")
     assert targets.tolist() == [[1.0, 0.0]] and labels.tolist() == [0] and soft is False
 
 
@@ -150,7 +151,7 @@ def test_probability_columns_are_bound_by_name(tmp_path):
     text = "path,prob_dog,prob_bird,prob_cat\nimg/a.png,0.7,0.1,0.2\nimg/b.png,0.0,0.5,0.5\nimg/c.png,0.2,0.8,0\n"
     frame = images.read_manifest(manifest(tmp_path, text), label_column=None)
     columns = ["prob_cat", "prob_bird", "prob_dog"]  # yet another order
-    targets, labels, soft = images.manifest_targets(frame, ["bird", "cat", "dog"], None, probability_columns=columns)
+    targets, labels, soft = table_targets(frame, ["bird", "cat", "dog"], None, probability_columns=columns)
     np.testing.assert_allclose(targets, [[0.1, 0.2, 0.7], [0.5, 0.5, 0.0], [0.8, 0.0, 0.2]])
     assert targets.dtype == np.float32 and labels.tolist() == [2, 0, 0] and soft is True
     train, val, _, classes = images.load_image_sets(
@@ -163,7 +164,7 @@ def test_votes_with_add_alpha_smoothing(tmp_path):
     text = "path,votes_cat,votes_dog\nimg/a.png,3,1\nimg/b.png,0,2\n"
     frame = images.read_manifest(manifest(tmp_path, text), label_column=None)
     alpha = 0.5
-    targets, labels, soft = images.manifest_targets(frame, ["cat", "dog"], None,
+    targets, labels, soft = table_targets(frame, ["cat", "dog"], None,
                                                     vote_columns=["votes_dog", "votes_cat"], vote_smoothing=alpha)
     expected = [[(3 + alpha) / (4 + 2 * alpha), (1 + alpha) / (4 + 2 * alpha)],
                 [alpha / (2 + 2 * alpha), (2 + alpha) / (2 + 2 * alpha)]]
@@ -186,17 +187,17 @@ def test_invalid_soft_rows_name_line_and_column(tmp_path, kind, rows, message):
     frame = images.read_manifest(manifest(tmp_path, text + "\n"), label_column=None)
     columns = {f"{'probability' if kind == 'prob' else 'vote'}_columns": [f"{kind}_cat", f"{kind}_dog"]}
     with pytest.raises(KeraslsError, match=message):
-        images.manifest_targets(frame, ["cat", "dog"], None, **columns)
+        table_targets(frame, ["cat", "dog"], None, **columns)
 
 
 def test_soft_columns_must_match_the_classes(tmp_path):
     frame = images.read_manifest(manifest(tmp_path, "path,prob_cat,p_dog\nimg/a.png,0.5,0.5\n"), label_column=None)
     with pytest.raises(KeraslsError, match=r"no column 'prob_dog' for class 'dog'"):
-        images.manifest_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat"])
-    with pytest.raises(KeraslsError, match=r"column 'p_dog' in data.probability_columns must be named prob_<class>"):
-        images.manifest_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat", "p_dog"])
+        table_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat"])
+    with pytest.raises(KeraslsError, match=r"column 'p_dog' in targets.soft_labels.probabilities must be named prob_<class>"):
+        table_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat", "p_dog"])
     with pytest.raises(KeraslsError, match=r"column 'prob_cow' names class 'cow', which is not a training class"):
-        images.manifest_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat", "prob_cow"])
+        table_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat", "prob_cow"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_val_and_test_sets_use_training_classes(tmp_path, folders):
     train, _, test, _ = images.load_image_sets(
         config(soft, test=str(hard), probability_columns=["prob_cat", "prob_dog"], val_fraction=0.3), seed=0)
     assert train.soft and not test.soft and test.labels.tolist() == [1]
-    with pytest.raises(KeraslsError, match=r"data.vote_columns needs a .csv manifest as data.train, not a folder"):
+    with pytest.raises(KeraslsError, match=r"targets.soft_labels needs a .csv manifest as data.train, not a folder"):
         images.load_image_sets(config(folders, vote_columns=["votes_cat", "votes_dog"]), seed=0)
     with pytest.raises(KeraslsError, match=r"images not found; set data.val"):
         images.load_image_sets(config(folders, val=str(tmp_path / "none")), seed=0)

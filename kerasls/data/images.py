@@ -23,10 +23,10 @@ import pandas as pd
 
 from kerasls import targets as soft_targets
 from kerasls.data.tabular import label_strings, read_table, stratified_split
+from kerasls.data.soft_labels import soft_column_classes, table_targets
 from kerasls.errors import KeraslsError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-_PREFIXES = {"probability": "prob_", "vote": "votes_"}
 
 
 @dataclass
@@ -120,105 +120,6 @@ def _resolve_manifest(frame, path, path_column, label_column) -> pd.DataFrame:
     return frame
 
 
-def _soft_column_classes(columns, kind, source) -> list[str]:
-    """`prob_<class>` / `votes_<class>` column names -> class names, in the order given."""
-    prefix, key = _PREFIXES[kind], f"data.{kind}_columns"
-    names = []
-    for column in columns:
-        if not str(column).startswith(prefix) or len(str(column)) == len(prefix):
-            raise KeraslsError(f"{source}: column {column!r} in {key} must be named {prefix}<class>; rename it")
-        names.append(str(column)[len(prefix):])
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise KeraslsError(f"{source}: {key} lists class(es) {duplicated} more than once; list each column once")
-    return names
-
-
-def manifest_targets(frame, classes, label_column, probability_columns=None, vote_columns=None,
-                     vote_smoothing=0.0, source="manifest"):
-    """Targets of a manifest's rows over `classes` -> (targets float32 [N, K], labels int64 [N], soft).
-
-    Hard labels become one-hot rows. Probability or vote columns are bound to classes by name (`prob_cat` is the
-    probability of class "cat", whatever the column order); votes c become (c + α) / (Σc + Kα) with
-    α = `vote_smoothing`. Line numbers in messages come from the frame's index (the header is line 1).
-    """
-    if probability_columns and vote_columns:
-        raise KeraslsError(f"{source}: set only one of data.probability_columns and data.vote_columns")
-    lines = [int(index) + 2 for index in frame.index]
-    if not (probability_columns or vote_columns):
-        labels = _label_indices(frame, classes, label_column, lines, source)
-        return soft_targets.one_hot(labels, len(classes)), labels, False
-    kind = "probability" if probability_columns else "vote"
-    values, ordered = _soft_values(frame, classes, kind, list(probability_columns or vote_columns), lines, source)
-    totals = values.sum(axis=1)
-    if np.any(totals == 0):
-        row = int(np.flatnonzero(totals == 0)[0])
-        raise KeraslsError(f"{source}: line {lines[row]}: columns {ordered} are all 0; every row needs some "
-                           f"{kind} mass (fix or drop the row)")
-    if kind == "probability":
-        bad = soft_targets.invalid_distribution_rows(values, atol=1e-3)
-        if bad.size:
-            row = int(bad[0])
-            raise KeraslsError(f"{source}: line {lines[row]}: columns {ordered} sum to {totals[row]:.6g}, not 1; "
-                               "probabilities must sum to 1 (within 0.001)")
-        targets = (values / totals[:, None]).astype(np.float32)
-    else:
-        if vote_smoothing < 0:
-            raise KeraslsError(f"data.vote_smoothing must be >= 0; got {vote_smoothing}")
-        targets = soft_targets.from_votes(values, vote_smoothing)
-    return targets, np.argmax(targets, axis=1).astype(np.int64), True
-
-
-def _label_indices(frame, classes, label_column, lines, source) -> np.ndarray:
-    if label_column not in frame.columns:
-        raise KeraslsError(f"{source}: label column {label_column!r} not found (set data.label_column)")
-    missing = np.flatnonzero(frame[label_column].isna().to_numpy())
-    if missing.size:
-        raise KeraslsError(f"{source}: line {lines[missing[0]]}: label column {label_column!r} is empty; "
-                           "fill it or drop the row")
-    index = {name: i for i, name in enumerate(classes)}
-    names = label_strings(frame[label_column])
-    for row, name in enumerate(names):
-        if name not in index:
-            raise KeraslsError(f"{source}: line {lines[row]}: label {name!r} is not a training class "
-                               f"{list(classes)}; remove the row or add examples of that class to the training data")
-    return np.array([index[name] for name in names], dtype=np.int64)
-
-
-def _soft_values(frame, classes, kind, columns, lines, source):
-    """The `prob_<class>`/`votes_<class>` columns in class order -> (float64 [N, K] checked values, column names)."""
-    prefix, by_class = _PREFIXES[kind], dict(zip(_soft_column_classes(columns, kind, source), columns))
-    for name in sorted(set(by_class) - set(classes)):
-        raise KeraslsError(f"{source}: column {by_class[name]!r} names class {name!r}, which is not a "
-                           f"training class {list(classes)}; fix data.{kind}_columns")
-    for name in classes:
-        if name not in by_class:
-            raise KeraslsError(f"{source}: no column {prefix + name!r} for class {name!r}; add it to the manifest "
-                               f"and to data.{kind}_columns")
-        if by_class[name] not in frame.columns:
-            raise KeraslsError(f"{source}: column {by_class[name]!r} not found; columns are {list(frame.columns)}")
-    ordered = [by_class[name] for name in classes]
-    values = np.empty((len(frame), len(classes)), dtype=np.float64)
-    for k, column in enumerate(ordered):
-        raw = frame[column]
-        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            bad = np.isnan(numbers) | (numbers < 0) | ((numbers != np.round(numbers)) & (kind == "vote"))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            value, number = raw.iloc[row], numbers[row]
-            value = value.item() if isinstance(value, np.generic) else value
-            if np.isnan(number):
-                problem = "is empty" if pd.isna(value) else f"holds {value!r}, not a number"
-            elif number < 0:
-                problem = f"is negative ({value!r})"
-            else:
-                problem = f"holds {value!r}; vote counts must be whole numbers"
-            raise KeraslsError(f"{source}: line {lines[row]}: column {column!r} {problem}; fix the value")
-        values[:, k] = numbers
-    return values, ordered
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Whole splits
 
@@ -238,8 +139,8 @@ def _source(value, role):
 def _soft_columns(config):
     probability, votes = getattr(config, "probability_columns", None), getattr(config, "vote_columns", None)
     if probability and votes:
-        raise KeraslsError("set only one of data.probability_columns and data.vote_columns")
-    return ("probability", list(probability)) if probability else ("vote", list(votes)) if votes else (None, [])
+        raise KeraslsError("set only one of targets.soft_labels.probabilities and targets.soft_labels.votes")
+    return ("probability", probability) if probability else ("vote", votes) if votes else (None, [])
 
 
 def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
@@ -247,7 +148,7 @@ def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
     kind, columns = _soft_columns(config)
     if _source(value, role) == "folder":
         if kind and classes is None:
-            raise KeraslsError(f"{value}: data.{kind}_columns needs a .csv manifest as data.train, not a folder")
+            raise KeraslsError(f"{value}: targets.soft_labels needs a .csv manifest as data.train, not a folder")
         paths, names = scan_class_folders(value)
         classes = sorted(set(names)) if classes is None else classes
         index = {name: i for i, name in enumerate(classes)}
@@ -260,14 +161,15 @@ def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
 
     frame = read_table(value, role)
     header = set(frame.columns)
-    if kind and classes is not None and not set(columns) & header and config.label_column in header:
+    named = set(columns.values()) if isinstance(columns, dict) else set(columns)
+    if kind and classes is not None and not named & header and config.label_column in header:
         kind, columns = None, []  # a val/test manifest with hard labels only, for a model trained on soft targets
     label_column = None if kind and config.label_column not in header else config.label_column
     frame = _resolve_manifest(frame, value, config.path_column, label_column)
     if classes is None:
-        classes = (sorted(_soft_column_classes(columns, kind, value)) if kind
+        classes = (sorted(soft_column_classes(columns, kind, value)) if kind
                    else sorted(set(label_strings(frame[config.label_column].dropna()))))
-    targets, labels, soft = manifest_targets(
+    targets, labels, soft = table_targets(
         frame, classes, config.label_column,
         probability_columns=columns if kind == "probability" else None,
         vote_columns=columns if kind == "vote" else None,

@@ -65,11 +65,14 @@ def _looks_like_text(values: pd.Series) -> bool:
     return mean_words > 2.0 or (distinct_share > 0.5 and len(strings) > 20 and mean_words > 1.0)
 
 
-def infer_features(frame: pd.DataFrame, label: str) -> FeatureColumns:
-    """Numeric columns -> numeric; booleans and short strings -> categorical; longer strings -> text."""
+def infer_features(frame: pd.DataFrame, label: str, exclude=()) -> FeatureColumns:
+    """Numeric columns -> numeric; booleans and short strings -> categorical; longer strings -> text.
+
+    The label and the `exclude` columns (soft-label probabilities or votes) are never features.
+    """
     numeric, categorical, text = [], [], []
     for name in frame.columns:
-        if name == label:
+        if name == label or name in exclude:
             continue
         column = frame[name]
         if pd.api.types.is_bool_dtype(column):
@@ -144,10 +147,13 @@ def column_arrays(frame: pd.DataFrame, features: FeatureColumns) -> dict:
     return arrays
 
 
-def stratified_split(frame: pd.DataFrame, label: str, val_fraction: float, seed: int):
-    """Split so every class keeps its share: per class, round(n·fraction) rows (at least 1 when n ≥ 2) go to val."""
+def stratified_split(frame: pd.DataFrame, label, val_fraction: float, seed: int, names=None):
+    """Split so every class keeps its share: per class, round(n·fraction) rows (at least 1 when n ≥ 2) go to val.
+
+    Classes are the values of column `label`, or `names` (one per row) when given.
+    """
     rng = np.random.default_rng(seed)
-    names = label_strings(frame[label])
+    names = label_strings(frame[label]) if names is None else np.asarray(names, dtype=object)
     val_rows = []
     for name in sorted(set(names)):
         rows = np.flatnonzero(names == name)
@@ -172,6 +178,8 @@ class TabularSplits:
     test: Optional[pd.DataFrame]
     classes: list[str]
     features: FeatureColumns
+    label: str
+    soft: Optional[object] = None  # the SoftLabelsConfig when targets come from probability or vote columns
 
     @property
     def eval_split(self) -> str:
@@ -181,30 +189,64 @@ class TabularSplits:
     def eval_frame(self) -> pd.DataFrame:
         return self.test if self.test is not None else self.val
 
+    def targets(self, frame: pd.DataFrame):
+        """(targets float32 [N, K], hard label indices [N], soft: bool) of one split.
 
-def load_splits(config: DataConfig, seed: int) -> TabularSplits:
-    """Read train (and val/test when given), check columns, infer features, split train when no val file."""
+        One-hot rows for hard labels; with probability/vote columns, the row distributions (a val/test table
+        without those columns but with the label column is read with hard labels).
+        """
+        from kerasls.data.soft_labels import table_targets
+
+        source = frame.attrs.get("path", "table")
+        columns = self.soft.columns() if self.soft else []
+        if columns and (set(columns) & set(frame.columns) or self.label not in frame.columns):
+            return table_targets(frame, self.classes, self.label, probability_columns=self.soft.probabilities,
+                                 vote_columns=self.soft.votes, vote_smoothing=self.soft.vote_smoothing, source=source)
+        indices = label_indices(frame, self.label, self.classes)
+        return np.eye(len(self.classes), dtype=np.float32)[indices], indices, False
+
+
+def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
+    """Read train (and val/test when given), check columns, infer features, split train when no val file.
+
+    `soft` (a SoftLabelsConfig with probabilities or votes) takes the classes and targets from those columns;
+    the label column is then optional.
+    """
+    from kerasls.data.soft_labels import soft_column_classes, table_targets
+
+    soft = soft if soft is not None and soft.source != "teacher" else None
+    soft_columns = soft.columns() if soft else []
     train = read_table(config.train, "train")
-    features = config.features or infer_features(train, config.label)
+    has_label = config.label in train.columns or not soft
+    features = config.features or infer_features(train, config.label, exclude=soft_columns)
     if not features.all_columns():
         raise KeraslsError(f"{config.train}: no feature columns besides the label {config.label!r}")
-    check_columns(train, features, config.label)
-    classes = sorted(set(label_strings(train[config.label])))
+    check_columns(train, features, config.label if has_label else None)
+    if soft:
+        kind = "probability" if soft.probabilities else "vote"
+        classes = sorted(soft_column_classes(soft.probabilities or soft.votes, kind, config.train))
+        _, train_labels, _ = table_targets(train, classes, config.label, soft.probabilities, soft.votes,
+                                           soft.vote_smoothing, source=str(config.train))
+        names = [classes[i] for i in train_labels]
+    else:
+        classes = sorted(set(label_strings(train[config.label])))
+        names = None
     if len(classes) < 2:
         raise KeraslsError(
             f"{config.train}: label column {config.label!r} has one class only ({classes}); a classifier needs two or more"
         )
     if config.val:
         val = read_table(config.val, "val")
-        check_columns(val, features, config.label)
+        check_columns(val, features, None if soft else config.label)
     else:
-        train, val = stratified_split(train, config.label, config.val_fraction, seed)
+        train, val = stratified_split(train, config.label, config.val_fraction, seed, names=names)
     test = None
     if config.test:
         test = read_table(config.test, "test")
-        check_columns(test, features, config.label)
-    splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features)
+        check_columns(test, features, None if soft else config.label)
+    splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features,
+                           label=config.label, soft=soft)
     for frame in (val, test):
         if frame is not None:
-            label_indices(frame, config.label, classes)  # raises on a class unseen in training
+            splits.targets(frame)  # raises on a class unseen in training or a bad soft-label row
     return splits

@@ -9,7 +9,7 @@ the run folder `runs/<name>/`, whose path is the last line printed. This file is
 
 import sys
 
-from kerasls import augmentation, results, run, targets, training
+from kerasls import augmentation, guardrails, results, run, targets, teacher, training
 from kerasls.config import ImageConfig
 from kerasls.data import images
 from kerasls.errors import run_with_clear_errors
@@ -37,14 +37,20 @@ def main(argv):
     run_folder = run.start_run(config, command_line)
 
     # ## Targets
-    # Probability vectors: one-hot rows for hard labels, or the manifest's distributions. Uniform label
-    # smoothing y(1 - ε) + ε/K is applied by the loss, after MixUp/CutMix; since smoothing is affine, that
-    # equals timm's "smooth, then mix". With `prior: class_prior` the targets are smoothed toward the training
-    # class frequencies here instead, and the loss's own smoothing is 0.
-    epsilon = config.targets.label_smoothing
+    # Probability vectors: one-hot rows for hard labels, or the manifest's distributions (probability or vote
+    # columns). Uniform label smoothing y(1 - ε) + ε/K is applied by the loss, after MixUp/CutMix; since
+    # smoothing is affine, that equals timm's "smooth, then mix". With `prior: class_prior` the targets are
+    # smoothed toward the training class frequencies here instead, and the loss's own smoothing is 0. With a
+    # teacher, targets are packed as [hard | softmax(z_teacher / T)] for the distillation loss.
+    epsilon, soft = config.targets.label_smoothing, config.targets.soft_labels
     if config.targets.prior == "class_prior":
         prior = targets.class_prior(train_set.labels, len(classes))
         train_set.targets = targets.class_prior_smooth(train_set.targets, epsilon, prior)
+    if soft is not None and soft.source == "teacher":
+        for image_set in (train_set, val_set):
+            logits = teacher.image_teacher_logits(soft.teacher, classes, image_set)
+            image_set.targets = teacher.pack(image_set.targets, logits, soft.temperature)
+    guardrails.warn(config.targets, config.augment)
 
     # ## Pipeline
     # tf.data: parallel decode and resize, in-memory cache, then (training only) random flips/rotations/zoom
@@ -108,7 +114,7 @@ def main(argv):
         split=eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
         target_accuracy=config.calibration.target_accuracy, export_path=export_path,
         validation=(val_logits, val_set.labels), temperature_scaling=config.calibration.temperature_scaling,
-        row_ids=eval_set.paths, title="{{ cookiecutter.project_name }}",
+        row_ids=eval_set.paths, soft_targets=eval_set.targets if eval_set.soft else None, title="{{ cookiecutter.project_name }}",
     )
     print(results.headline(metrics))
     print(f"run: {run_folder.path}")

@@ -9,7 +9,7 @@ folder `runs/<name>/`, whose path is the last line printed. This file is yours: 
 
 import sys
 
-from kerasls import results, run, targets, training
+from kerasls import guardrails, results, run, targets, teacher, training
 from kerasls.data import tabular
 from kerasls.errors import run_with_clear_errors
 from kerasls.export import export_classifier
@@ -28,7 +28,7 @@ def main(argv):
     # ## Data
     # The training table, and validation/test tables when given; without a validation file, a stratified
     # split of the training rows. Columns are checked here, before any TensorFlow code runs.
-    splits = tabular.load_splits(config.data, seed=config.seed)
+    splits = tabular.load_splits(config.data, seed=config.seed, soft=config.targets.soft_labels)
     classes, features = splits.classes, splits.features
     print(f"classes: {classes}")
     print(f"features: numeric={features.numeric} categorical={features.categorical} text={features.text}")
@@ -48,19 +48,25 @@ def main(argv):
         return preprocessor.encode(tabular.column_arrays(frame, features))
 
     x_train, x_val, x_eval = encode(splits.train), encode(splits.val), encode(splits.eval_frame)
-    y_train, y_val, y_eval = (
-        tabular.label_indices(frame, config.data.label, classes)
-        for frame in (splits.train, splits.val, splits.eval_frame)
-    )
 
     # ## Targets
-    # The pipeline always yields probability vectors: one-hot rows for hard labels. Uniform label smoothing,
-    # y(1 - ε) + ε/K, is applied by the loss. With `prior: class_prior` the targets are smoothed toward the
-    # training class frequencies here instead, and the loss's own smoothing is 0 so ε is applied once.
-    epsilon = config.targets.label_smoothing
-    t_train, t_val = targets.one_hot(y_train, len(classes)), targets.one_hot(y_val, len(classes))
+    # The pipeline always yields probability vectors: one-hot rows for hard labels, or per-row distributions
+    # from probability or vote columns (targets.soft_labels). Uniform label smoothing, y(1 - ε) + ε/K, is
+    # applied by the loss. With `prior: class_prior` the targets are smoothed toward the training class
+    # frequencies here instead, and the loss's own smoothing is 0 so ε is applied once. With a teacher, the
+    # targets are packed as [hard | softmax(z_teacher / T)] for the distillation loss (kerasls.losses).
+    epsilon, soft = config.targets.label_smoothing, config.targets.soft_labels
+    t_train, y_train, _ = splits.targets(splits.train)
+    t_val, y_val, _ = splits.targets(splits.val)
+    t_eval, y_eval, eval_is_soft = splits.targets(splits.eval_frame)
     if config.targets.prior == "class_prior":
         t_train = targets.class_prior_smooth(t_train, epsilon, targets.class_prior(y_train, len(classes)))
+    if soft is not None and soft.source == "teacher":
+        t_train, t_val = (
+            teacher.pack(t, teacher.table_teacher_logits(soft.teacher, classes, frame), soft.temperature)
+            for t, frame in ((t_train, splits.train), (t_val, splits.val))
+        )
+    guardrails.warn(config.targets)
 
     train_data = training.make_dataset(
         x_train, t_train, config.training.batch_size, shuffle=True, seed=config.seed,
@@ -112,7 +118,7 @@ def main(argv):
         split=splits.eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
         target_accuracy=config.calibration.target_accuracy, export_path=export_path,
         validation=(val_logits, y_val), temperature_scaling=config.calibration.temperature_scaling,
-        title="{{ cookiecutter.project_name }}",
+        soft_targets=t_eval if eval_is_soft else None, title="{{ cookiecutter.project_name }}",
     )
     print(results.headline(metrics))
     print(f"run: {run_folder.path}")
