@@ -72,13 +72,17 @@ def export_classifier(export_root, *, logits_fn, input_signature, tracked, class
     for name, (function, signature) in (extra_signatures or {}).items():
         archive.add_endpoint(name, endpoint(function), input_signature=[signature])
 
-    temp_dir = export_root / f".tmp-{uuid.uuid4().hex}"
+    remove_abandoned_temp_dirs(export_root)
+    temp_dir = export_root / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
     try:
         archive.write_out(str(temp_dir), verbose=False)
         (temp_dir / "assets").mkdir(exist_ok=True)
         (temp_dir / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
         description = {"classes": [str(c) for c in classes], "temperature": float(temperature), **(metadata or {})}
         (temp_dir / "assets" / METADATA_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
+        from kerasls.resume import fault_point
+
+        fault_point("export")  # written but not yet renamed: no numbered version may appear
         while True:
             version_dir = export_root / str(next_version(export_root))
             try:
@@ -91,6 +95,19 @@ def export_classifier(export_root, *, logits_fn, input_signature, tracked, class
         if temp_dir.exists():
             shutil.rmtree(temp_dir, ignore_errors=True)
     return version_dir
+
+
+def remove_abandoned_temp_dirs(export_root: Path) -> None:
+    """Delete `.tmp-<pid>-*` folders of exports whose writing process died (killed mid-export)."""
+    for folder in export_root.glob(".tmp-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+            except PermissionError:
+                pass
 
 
 def resolve_export(path) -> Path:

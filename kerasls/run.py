@@ -10,7 +10,9 @@ the time; `--run-name` picks one, and rerunning with the same name resumes an in
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +103,47 @@ def read_command_line(argv=None, schema=config_module.TabularConfig):
     return config, args
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_run_folder(run: RunFolder) -> Path:
+    """Claim the run folder for this process (`.lock` holds the pid); a second training on it is refused.
+
+    A lock left by a process that no longer exists (killed) is stale and taken over, so a rerun resumes.
+    The lock is removed when this process exits normally.
+    """
+    lock = run.path / ".lock"
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _pid_alive(owner):
+                raise KeraslsError(
+                    f"{run.path} is in use by another training (pid {owner}); wait for it to finish or choose "
+                    "another --run-name"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its owner is gone
+            continue
+        with os.fdopen(handle, "w") as file:
+            file.write(str(os.getpid()))
+        atexit.register(lambda: lock.unlink(missing_ok=True))
+        return lock
+
+
 def start_run(config, args) -> RunFolder:
-    """Make the run folder (once the data checked out) and write the resolved config into it."""
+    """Make and lock the run folder (once the data checked out) and write the resolved config into it."""
     run = create_run_folder(args.runs_dir, args.run_name)
+    lock_run_folder(run)
     atomic_write_text(run.config, config_module.dump_config(config))
     return run

@@ -76,49 +76,63 @@ def compile_classifier(model: keras.Model, training: TrainingConfig, targets: Ta
     return model
 
 
-def standard_callbacks(run, training: TrainingConfig) -> list:
-    """CSV history, TensorBoard, best checkpoint and early stopping on val NLL, and crash resume."""
+_EPOCH = None
+
+
+def epoch_variable():
+    """The epoch number, set by `EpochState` at each epoch start and read by the shuffled training dataset."""
+    global _EPOCH
+    if _EPOCH is None:
+        _EPOCH = tf.Variable(0, dtype=tf.int64, trainable=False, name="kerasls_epoch")
+    return _EPOCH
+
+
+def standard_callbacks(run, training: TrainingConfig, phase="train") -> list:
+    """TensorBoard, best checkpoint and early stopping on val NLL, and `EpochState` (history.csv and exact
+    crash resume; `kerasls.resume`), which must come last so it sees the others' end-of-epoch state."""
+    from kerasls.resume import EpochState
+
     os.makedirs(run.checkpoints, exist_ok=True)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.checkpoints / "backup")),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
-        keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False),
-        keras.callbacks.ModelCheckpoint(
-            str(run.checkpoints / "best.weights.h5"), monitor="val_nll", mode="min", save_best_only=True,
-            save_weights_only=True
-        ),
-    ]
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(run.checkpoints / "best.weights.h5"), monitor="val_nll", mode="min", save_best_only=True,
+        save_weights_only=True,
+    )
+    callbacks = [keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False), checkpoint]
+    early_stopping = None
     if training.early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_nll", mode="min", patience=training.early_stopping, restore_best_weights=True
-            )
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_nll", mode="min", patience=training.early_stopping, restore_best_weights=True
         )
+        callbacks.append(early_stopping)
+    callbacks.append(EpochState(run.checkpoints / phase, run.history, epoch_variable(), early_stopping, checkpoint))
     return callbacks
 
 
 def make_dataset(features, targets, batch_size, shuffle=False, seed=0, drop_remainder=False):
     """In-memory features and probability targets -> batched, prefetched `tf.data.Dataset`.
 
-    `drop_remainder` keeps every training batch the same shape, so XLA compiles once instead of again for a
-    partial last batch; it is ignored when there is less than one full batch.
+    Training data (`shuffle`) is reshuffled every epoch in an order that depends only on (seed, epoch), so a
+    resumed run sees the same batches as an unbroken one. `drop_remainder` keeps every training batch the same
+    shape, so XLA compiles once instead of again for a partial last batch; it is ignored when there is less
+    than one full batch.
     """
-    drop_remainder = drop_remainder and len(features) >= batch_size
-    dataset = tf.data.Dataset.from_tensor_slices((features, targets))
     if shuffle:
-        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        from kerasls.resume import epoch_shuffled_dataset
+
+        return epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable(), drop_remainder)
+    dataset = tf.data.Dataset.from_tensor_slices((features, targets))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None, initial_epoch=0):
-    """`model.fit` with the standard callbacks; `epochs`/`initial_epoch` continue a run in a second phase."""
+def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None, initial_epoch=0, phase="train"):
+    """`model.fit` with the standard callbacks; `epochs`/`initial_epoch`/`phase` continue a run in a second phase."""
     history = model.fit(
         train_data,
         validation_data=val_data,
         epochs=epochs or training.epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # the dataset shuffles itself each epoch
-        callbacks=standard_callbacks(run, training),
+        callbacks=standard_callbacks(run, training, phase),
         verbose=training.verbose,
     )
     return history

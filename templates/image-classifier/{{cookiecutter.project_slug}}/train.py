@@ -88,7 +88,7 @@ def main(argv):
         training.compile_classifier(model, fine_tuning, config.targets)
         done = len(history.epoch)
         training.fit(model, train_data, val_data, fine_tuning, run_folder,
-                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done)
+                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done, phase="fine_tune")
 
     # ## Calibration
     # One temperature T fitted on validation NLL; metrics on hard, unsmoothed labels of test (or validation).

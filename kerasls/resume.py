@@ -1,0 +1,161 @@
+"""Crash-safe training state: resume after a kill at the next epoch, with the same result as an unbroken run.
+
+Keras' `BackupAndRestore` restores weights and the epoch number, but (Keras 3.15) not the dropout seed
+generators, not the shuffle order of the next epochs, not the early-stopping and best-checkpoint counters, and it
+writes weights and epoch number as two separate files, so a kill between them resumes from a mismatched state.
+`EpochState` keeps all of it in one atomic commit per epoch:
+
+    checkpoints/<phase>/state-<epoch>.npz   every model and optimizer variable (seed generators included)
+    checkpoints/<phase>/state.json          {"epoch": e, "arrays": "state-<e>.npz", "history": [...],
+                                             "finished": bool}  -- written last, by rename: the commit point
+
+and writes `history.csv` from the committed rows, so the history never holds an epoch twice or a half epoch.
+The shuffle order of epoch e is a pure function of (seed, e) (`epoch_shuffled_dataset`), so a resumed epoch
+sees the same batches. With `training.deterministic: true` a resumed run reaches the same weights as an
+unbroken one (tested to 1e-5 with kills mid-epoch, between epochs, during the checkpoint write and during the
+export). After training ends the state is kept with `finished: true`, so a run killed later (during export)
+reruns without training again.
+
+`KERASLS_FAULT=<point>:<n>` (test hook) kills the process with SIGKILL at a named point; see `fault_point`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from kerasls.fileio import atomic_write_text
+
+_FAULT_COUNTS: dict = {}
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process the n-th time it passes `name` when KERASLS_FAULT=name:n (crash tests only)."""
+    wanted = os.environ.get("KERASLS_FAULT", "")
+    point, _, count = wanted.partition(":")
+    if point != name:
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, drop_remainder=False):
+    """Batches of (features, targets) in an order that depends only on (seed, epoch), read from `epoch_variable`
+    when each epoch's iterator starts."""
+    count = len(features)
+    features, targets = tf.constant(features), tf.constant(targets)
+
+    def order(_):
+        return tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch_variable, tf.int64)]))
+
+    indices = tf.data.Dataset.from_tensors(0).map(order).unbatch()
+    drop_remainder = drop_remainder and count >= batch_size
+    dataset = indices.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.map(lambda rows: (tf.gather(features, rows), tf.gather(targets, rows))).prefetch(tf.data.AUTOTUNE)
+
+
+class EpochState(keras.callbacks.Callback):
+    """Atomic per-epoch training state, history.csv, and exact resume (see the module docstring).
+
+    `epoch_variable` (optional) is set to the epoch number at the start of each epoch, for
+    `epoch_shuffled_dataset`. `early_stopping` and `checkpoint` get their counters back on resume.
+    """
+
+    def __init__(self, folder, history_path, epoch_variable=None, early_stopping=None, checkpoint=None,
+                 monitor="val_nll"):
+        super().__init__()
+        self.folder, self.history_path = Path(folder), Path(history_path)
+        self.epoch_variable, self.early_stopping, self.checkpoint = epoch_variable, early_stopping, checkpoint
+        self.monitor = monitor
+        self.rows: list[dict] = []
+
+    # -- reading and writing --------------------------------------------------------------------------------
+    def _variables(self):
+        return list(self.model.variables) + list(self.model.optimizer.variables)
+
+    def _state(self):
+        path = self.folder / "state.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _commit(self, epoch: int, finished: bool) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"state-{epoch}{'-final' if finished else ''}.npz"
+        temp = self.folder / f".{name}.tmp.npz"
+        np.savez(temp, *[np.asarray(v.numpy()) for v in self._variables()])
+        os.replace(temp, self.folder / name)
+        fault_point("checkpoint_write")  # arrays written, state.json not yet: the old state must still hold
+        atomic_write_text(self.folder / "state.json", json.dumps(
+            {"epoch": epoch, "arrays": name, "history": self.rows, "finished": finished}))
+        for old in self.folder.glob("state-*.npz"):
+            if old.name != name:
+                old.unlink()
+        if self.rows:
+            atomic_write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
+
+    def _restore(self, state) -> None:
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.rows = list(state["history"])
+        self._restore_counters()  # first: it loads the best checkpoint, optimizer state included
+        with np.load(self.folder / state["arrays"]) as arrays:
+            values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        variables = self._variables()
+        if len(values) != len(variables):
+            raise RuntimeError(f"{self.folder}: saved state has {len(values)} arrays, the model {len(variables)}: "
+                               "the model changed since the interrupted run; use a new --run-name")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        self.model._initial_epoch = state["epoch"]
+
+    def _restore_counters(self):
+        scores = [row[self.monitor] for row in self.rows if self.monitor in row]
+        if not scores:
+            return
+        best_epoch = int(np.argmin(scores))
+        if self.checkpoint is not None:
+            self.checkpoint.best = float(scores[best_epoch])
+        if self.early_stopping is not None:
+            stopping = self.early_stopping
+            stopping.best, stopping.best_epoch = float(scores[best_epoch]), best_epoch
+            stopping.wait = len(scores) - 1 - best_epoch
+            if stopping.restore_best_weights and self.checkpoint is not None and Path(self.checkpoint.filepath).is_file():
+                self.model.load_weights(self.checkpoint.filepath)  # overwritten by the saved state right after
+                stopping.best_weights = self.model.get_weights()
+
+    # -- callback hooks --------------------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        state = self._state()
+        if state is None and self.history_path.is_file():
+            # a later phase (fine-tuning) continues the history of the phases before it
+            self.rows = pd.read_csv(self.history_path).to_dict("records")
+        if state is not None:
+            self._restore(state)
+            if state["finished"]:
+                self.model._initial_epoch = self.params["epochs"]  # trained already: nothing left to run
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch_variable is not None:
+            self.epoch_variable.assign(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        fault_point("batch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}})
+        fault_point("epoch_end")  # the epoch ran but is not committed: a rerun repeats it
+        self._commit(epoch + 1, finished=False)
+        fault_point("after_commit")
+
+    def on_train_end(self, logs=None):
+        state = self._state()
+        if state is None or not state["finished"]:
+            self._commit(self.params["epochs"], finished=True)

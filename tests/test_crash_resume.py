@@ -1,0 +1,89 @@
+"""Kill training with SIGKILL at several points; the same command resumes and ends exactly where an unbroken run
+ends (op determinism on). Also: one training per run folder, exports never half-appear."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_train
+
+ARGS = ["training.epochs=4", "training.verbose=0", "training.deterministic=true", "training.early_stopping=2"]
+
+
+def train(project, name, fault=None):
+    env = {**os.environ, **({"KERASLS_FAULT": fault} if fault else {})}
+    env.pop("KERASLS_FAULT", None) if not fault else None
+    return subprocess.run([sys.executable, "train.py", *ARGS, "--run-name", name], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reference(trained_project):
+    result = train(trained_project.project, "unbroken")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return trained_project.project / "runs" / "unbroken"
+
+
+@pytest.mark.parametrize("fault", [
+    "batch:40",            # mid-epoch (25 batches an epoch): epoch 2 is half done
+    "epoch_end:2",         # epoch 2 ran, not committed
+    "checkpoint_write:3",  # arrays of epoch 3 written, state.json not yet
+    "after_commit:1",      # between epochs
+    "export:1",            # training finished, export written but not renamed
+])
+def test_killed_run_resumes_to_the_same_result(trained_project, reference, fault):
+    project, name = trained_project.project, f"killed-{fault.replace(':', '-')}"
+    killed = train(project, name, fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run = project / "runs" / name
+    assert not (run / "metrics.json").exists() and not (run / "report.html").exists()
+    assert not any(p.name.isdigit() for p in (run / "export").glob("*")) if (run / "export").exists() else True
+    assert (run / ".lock").is_file()  # stale: its process is gone
+
+    resumed = train(project, name)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history, expected_history = pd.read_csv(run / "history.csv"), pd.read_csv(reference / "history.csv")
+    assert history["epoch"].tolist() == expected_history["epoch"].tolist()  # every epoch exactly once
+    np.testing.assert_allclose(history.drop(columns="epoch").to_numpy(),
+                               expected_history.drop(columns="epoch").to_numpy(), atol=1e-5)
+    classes = json.loads((reference / "metrics.json").read_text())["classes"]
+    columns = [f"prob_{c}" for c in classes]
+    np.testing.assert_allclose(pd.read_csv(run / "predictions.csv")[columns].to_numpy(),
+                               pd.read_csv(reference / "predictions.csv")[columns].to_numpy(), atol=1e-5)
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["1"]  # the killed export left nothing behind
+    assert not (run / ".lock").exists()
+
+
+def test_same_seed_and_config_give_the_same_metrics_twice(trained_project, reference):
+    again = train(trained_project.project, "unbroken-again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = json.loads((reference / "metrics.json").read_text())
+    second = json.loads((trained_project.project / "runs" / "unbroken-again" / "metrics.json").read_text())
+    for key in ("accuracy", "nll", "ece", "brier", "temperature", "nll_calibrated"):
+        assert second[key] == pytest.approx(first[key], abs=1e-6), key
+
+
+def test_a_second_training_on_the_same_run_folder_is_refused(trained_project):
+    project = trained_project.project
+    first = subprocess.Popen([sys.executable, "train.py", "training.epochs=50", "training.verbose=0",
+                              "training.early_stopping=0", "--run-name", "busy"], cwd=project,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = project / "runs" / "busy" / ".lock"
+        deadline = time.time() + 120
+        while not lock.exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert lock.exists(), "the first training never locked its run folder"
+        second = run_train(project, "--run-name", "busy")
+        assert second.returncode == 2
+        assert f"is in use by another training (pid {first.pid})" in second.stderr.strip().splitlines()[-1]
+    finally:
+        first.kill()
+        first.wait(timeout=60)
