@@ -41,9 +41,14 @@ def _cmd_new(args) -> int:
     return 0
 
 
+TRUST_NOTE = ("note: a SavedModel is a program (a TensorFlow graph), not data: load only exports from sources "
+              "you trust")
+
+
 def _cmd_predict(args) -> int:
     from kerasls.predict import predict_file  # imports TensorFlow
 
+    print(TRUST_NOTE, file=sys.stderr)
     frame = predict_file(args.export, args.inputs, batch_size=args.batch_size)
     if args.output:
         from kerasls.fileio import atomic_write_text
@@ -59,6 +64,7 @@ def _cmd_evaluate(args) -> int:
     from kerasls.evaluate import evaluate_export  # imports TensorFlow
     from kerasls.results import headline
 
+    print(TRUST_NOTE, file=sys.stderr)
     metrics, out = evaluate_export(args.export, args.data, out=args.output, label=args.label, bins=args.bins,
                               target_accuracy=args.target_accuracy)
     print(headline(metrics))
