@@ -14,6 +14,18 @@ from kerasls.templates_index import render_template
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Prepended to the serving scripts the tests run in a subprocess: importing keras or kerasls there fails, so a
+# passing script proves the export serves with TensorFlow alone.
+KERAS_IMPORT_BLOCKER = r"""
+import builtins, json, sys
+real_import = builtins.__import__
+def guarded_import(name, *args, **kwargs):
+    if name.split(".")[0] in ("keras", "kerasls"):
+        raise ImportError("serving must not import " + name)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = guarded_import
+"""
+
 
 @dataclass
 class TrainedProject:

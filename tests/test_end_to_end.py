@@ -11,16 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_train
+from conftest import KERAS_IMPORT_BLOCKER, run_train
 
-SERVE_WITHOUT_KERAS = r"""
-import builtins, json, sys
-real_import = builtins.__import__
-def guarded_import(name, *args, **kwargs):
-    if name.split(".")[0] in ("keras", "kerasls"):
-        raise ImportError("serving must not import " + name)
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = guarded_import
+SERVE_WITHOUT_KERAS = KERAS_IMPORT_BLOCKER + r"""
 import numpy as np, pandas as pd, tensorflow as tf
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 _, specs = serve.structured_input_signature

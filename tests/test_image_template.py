@@ -12,18 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_train
+from conftest import KERAS_IMPORT_BLOCKER, run_train
 from kerasls import targets
 from kerasls.templates_index import render_template
 
-SERVE_WITHOUT_KERAS = r"""
-import builtins, json, sys
-real_import = builtins.__import__
-def guarded_import(name, *args, **kwargs):
-    if name.split(".")[0] in ("keras", "kerasls"):
-        raise ImportError("serving must not import " + name)
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = guarded_import
+SERVE_WITHOUT_KERAS = KERAS_IMPORT_BLOCKER + r"""
 import numpy as np, tensorflow as tf
 loaded = tf.saved_model.load(sys.argv[1])
 encoded = tf.constant([open(p, "rb").read() for p in sys.argv[2:]])
