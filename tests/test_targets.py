@@ -67,3 +67,11 @@ def test_epsilon_out_of_range_names_the_value(epsilon):
 def test_one_hot_rejects_out_of_range_indices():
     with pytest.raises(ValueError, match="max=3"):
         targets.one_hot(np.array([0, 3]), 3)
+
+
+def test_class_prior_moves_smoothing_from_the_loss_to_the_targets():
+    from kerasls.config import TargetsConfig
+    from kerasls.training import loss_smoothing
+
+    assert loss_smoothing(TargetsConfig(label_smoothing=0.1)) == 0.1
+    assert loss_smoothing(TargetsConfig(label_smoothing=0.1, prior="class_prior")) == 0.0  # ε applied once
