@@ -48,8 +48,8 @@ TRUST_NOTE = ("note: a SavedModel is a program (a TensorFlow graph), not data: l
 def _cmd_predict(args) -> int:
     from kerasls.predict import predict_file  # imports TensorFlow
 
-    print(TRUST_NOTE, file=sys.stderr)
     frame = predict_file(args.export, args.inputs, batch_size=args.batch_size)
+    print(TRUST_NOTE, file=sys.stderr)
     if args.output:
         from kerasls.fileio import atomic_write_text
 
@@ -64,9 +64,9 @@ def _cmd_evaluate(args) -> int:
     from kerasls.evaluate import evaluate_export  # imports TensorFlow
     from kerasls.results import headline
 
-    print(TRUST_NOTE, file=sys.stderr)
     metrics, out = evaluate_export(args.export, args.data, out=args.output, label=args.label, bins=args.bins,
-                              target_accuracy=args.target_accuracy)
+                                   target_accuracy=args.target_accuracy)
+    print(TRUST_NOTE, file=sys.stderr)
     print(headline(metrics))
     print(f"report: {out / 'report.html'}")
     return 0
@@ -83,13 +83,20 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one `error: ...` line (via KeraslsError), like every other error."""
+
+    def error(self, message):
+        raise KeraslsError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kerasls", description="Keras project templates for soft-target classification with label smoothing."
     )
     parser.add_argument("--version", action="version", version=f"kerasls {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     new = commands.add_parser("new", help="generate a project from a template")
     new.add_argument("template", help="template name (see `kerasls templates`) or a template folder")
@@ -136,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = [item for item in (sys.argv[1:] if argv is None else argv) if item != "--debug"]  # handled outside
     # key=value variables may come before or after the flags: `kerasls new T --no-input project_slug=x`
     args, unparsed = parser.parse_known_args(argv)
     if unparsed:

@@ -297,6 +297,9 @@ def _describe_error(error: dict, schema: type[BaseModel], source: str) -> str:
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys here: {', '.join(known)}"
         return f"{source}: unknown config key {key!r}{hint}"
+    if error["type"] == "value_error":  # our own validators: the message names the keys and the value already
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{source}: config key {key!r}: {message}" if error["loc"] else f"{source}: {message}"
     received = error.get("input")
     return f"{source}: config key {key!r}: {error['msg']} (received {received!r})"
 

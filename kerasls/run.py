@@ -86,8 +86,14 @@ def create_run_folder(runs_dir, name=None) -> RunFolder:
     return RunFolder(path)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise KeraslsError(f"train.py: {message}; settings are key=value overrides (e.g. training.epochs=3); usage: "
+                           "python train.py [--config FILE] [--run-name NAME] [--runs-dir DIR] [key=value ...]")
+
+
 def parse_train_args(argv, description="Train a classifier"):
-    parser = argparse.ArgumentParser(description=description)
+    parser = _OneLineParser(description=description)
     parser.add_argument("--config", default="config.yaml", help="YAML config file (default: config.yaml)")
     parser.add_argument("--run-name", default=None, help="run folder name under runs/ (rerun the same name to resume)")
     parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
@@ -100,6 +106,11 @@ def read_command_line(argv=None, schema=config_module.TabularConfig):
     """Parse `train.py`'s command line and validate the config; nothing is written yet."""
     args = parse_train_args(sys.argv[1:] if argv is None else argv)
     config = config_module.load_config(args.config, args.overrides, schema)
+    soft = config.targets.soft_labels
+    if soft is not None and soft.source == "teacher":
+        from kerasls.export import resolve_export
+
+        resolve_export(soft.teacher)  # a missing teacher is an error before any folder is made
     return config, args
 
 

@@ -96,7 +96,12 @@ def render_template(name_or_path, output_dir=".", extra_context=None, no_input=T
         raise KeraslsError(
             f"unknown template variable(s) {unknown} for {template.name}; known: {[k for k in spec if not k.startswith('_')]}"
         )
+    for key, value in extra_context.items():
+        if isinstance(spec.get(key), list) and value not in spec[key]:
+            raise KeraslsError(f"{key}={value!r} is not a choice of {template.name}; choose one of {spec[key]}")
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise KeraslsError(f"-o {output_dir}: is a file, not a folder; pass a folder for the new project")
     overwrite = force
     if no_input:
         variables = rendered_variables(template, extra_context)
@@ -116,6 +121,9 @@ def render_template(name_or_path, output_dir=".", extra_context=None, no_input=T
             shutil.copytree(template, source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             project = cookiecutter(str(source), no_input=no_input, extra_context=extra_context,
                                    output_dir=str(output_dir), overwrite_if_exists=overwrite)
+    except EOFError:
+        raise KeraslsError("no input to answer the template's questions; pass --no-input and key=value variables "
+                           "(e.g. project_slug=shop)") from None
     except OutputDirExistsException as error:
         raise KeraslsError(f"{error}; choose another project_slug or -o, or pass --force") from None
     except FailedHookException as error:

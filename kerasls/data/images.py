@@ -13,8 +13,10 @@ that turns encoded bytes into pixels: training pipelines and the exported servin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,6 +223,21 @@ def load_image_sets(data_config, seed):
 # Decoding and tf.data
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """libjpeg prints its own complaints ("Improper call to JPEG library ...") straight to file descriptor 2;
+    silence it while decoding, so a corrupt file is reported by our one error line only."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def check_images(paths, skip_corrupt=False) -> list[int]:
     """Read and decode every file once (eagerly) -> indices of the readable ones.
 
@@ -239,7 +256,7 @@ def check_images(paths, skip_corrupt=False) -> list[int]:
             reason = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", getattr(error, "message", str(error))).strip()
             return (reason.splitlines() or [type(error).__name__])[0][:200]
 
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+    with _native_stderr_silenced(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
         problems = list(pool.map(readable, paths))
     keep = []
     for index, (path, problem) in enumerate(zip(paths, problems)):

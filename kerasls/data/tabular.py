@@ -21,11 +21,23 @@ from kerasls.errors import KeraslsError
 _SIGNATURE_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
 
 
+def _first_invalid_utf8(path: Path):
+    """(line, byte) of the first byte that is not UTF-8, for the error message."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return data.count(b"\n", 0, error.start) + 1, data[error.start:error.start + 1]
+    return None, b""
+
+
 def read_table(path, role="data") -> pd.DataFrame:
     """Read a CSV or Parquet file; `role` ("train", "test", ...) only improves the error messages."""
     path = Path(path)
     if not path.is_file():
-        raise KeraslsError(f"{path}: {role} file not found; set data.{role} to an existing CSV or Parquet file")
+        where = (f"set data.{role} to an existing CSV or Parquet file" if role in ("train", "val", "test")
+                 else "pass an existing CSV or Parquet file")
+        raise KeraslsError(f"{path}: {role} file not found; {where}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -39,11 +51,9 @@ def read_table(path, role="data") -> pd.DataFrame:
             frame = pd.read_csv(path, encoding="utf-8")
     except KeraslsError:
         raise
-    except UnicodeDecodeError as error:
-        raise KeraslsError(
-            f"{path}: not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset {error.start}); "
-            "re-save the file as UTF-8"
-        ) from None
+    except UnicodeDecodeError:
+        line, byte = _first_invalid_utf8(path)
+        raise KeraslsError(f"{path}: line {line}: byte {byte!r} is not UTF-8 text; re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise KeraslsError(f"{path}: the file is empty; it needs a header row and data rows") from None
     except (pd.errors.ParserError, ValueError, OSError) as error:
@@ -97,6 +107,9 @@ def check_columns(frame: pd.DataFrame, features: FeatureColumns, label: Optional
                 + (" (set data.label)" if role == "label" else " (fix data.features)")
             )
         if frame[name].isna().all():
+            if name == label:
+                raise KeraslsError(f"{path}: label column {name!r} is empty (all values missing); fill in the class "
+                                   "names or set data.label to the column that holds them")
             raise KeraslsError(f"{path}: column {name!r} is empty (all values missing); fill it or drop it from the features")
     for name in features.all_columns():
         if not _SIGNATURE_NAME.match(str(name)):
