@@ -27,6 +27,20 @@ builtins.__import__ = guarded_import
 """
 
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def require(path: Path) -> Path:
+    """The shared data sets sit beside the checkout; without them the tests that use them cannot run, so they fail."""
+    if not path.exists():
+        pytest.fail(
+            f"{path} not found: the tests need the shared data sets in {SHARED_DATA} "
+            "(a folder `shared/data` beside the repository checkout, see shared/data/README.md)",
+            pytrace=False,
+        )
+    return path
+
+
 @dataclass
 class TrainedProject:
     project: Path

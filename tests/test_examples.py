@@ -20,25 +20,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import SHARED_DATA, require
 from kerasls.templates_index import render_template
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHOPPERS_CSV = SHARED_DATA / "online_shoppers" / "online_shoppers_intention.csv"
 BANKING_DIR = SHARED_DATA / "banking77"
 MNIST_DIR = SHARED_DATA / "mnist_png"
-
-
-def require(path: Path) -> Path:
-    """The shared data sets sit beside the checkout; without them these tests cannot run, so they fail."""
-    if not path.exists():
-        pytest.fail(
-            f"{path} not found: tests/test_examples.py needs the shared data sets in {SHARED_DATA} "
-            "(a folder `shared/data` beside the repository checkout, see shared/data/README.md)",
-            pytrace=False,
-        )
-    return path
 
 
 def example_config(name: str) -> dict:
@@ -58,15 +47,17 @@ def class_names(labels: pd.Series) -> list[str]:
     return sorted({str(value) for value in labels})
 
 
-def train_example(tmp_path: Path, config_name: str, overrides: list[str]) -> dict:
+def train_example(tmp_path: Path, config_name: str, overrides: list[str], template="tabular-intent",
+                  epochs=3, timeout=300) -> dict:
+    """Render `template`, train it with examples/<config_name> for `epochs`, return metrics.json (+ run folder)."""
     project = render_template(
-        "tabular-intent", output_dir=tmp_path, extra_context={"project_slug": "ex"}, no_input=True
+        template, output_dir=tmp_path, extra_context={"project_slug": "ex"}, no_input=True
     )
     command = [
         sys.executable, "train.py", "--config", str(EXAMPLES / config_name), *overrides,
-        "training.epochs=3", "training.verbose=2", "--run-name", "t",
+        f"training.epochs={epochs}", "training.verbose=2", "--run-name", "t",
     ]
-    completed = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
     assert completed.returncode == 0, (
         f"{' '.join(command)} failed with status {completed.returncode}\n"
         f"stdout (end):\n{completed.stdout[-3000:]}\nstderr (end):\n{completed.stderr[-3000:]}"
@@ -186,24 +177,8 @@ def test_mnist_example_trains_on_a_slice(tmp_path):
         for path in files:
             shutil.copyfile(path, slice_root / digit / path.name)
 
-    project = render_template(
-        "image-classifier", output_dir=tmp_path, extra_context={"project_slug": "mn"}, no_input=True
-    )
-    command = [
-        sys.executable, "train.py", "--config", str(EXAMPLES / "mnist.yaml"), f"data.train={slice_root.resolve()}",
-        "training.epochs=4", "training.batch_size=16", "training.verbose=2", "--run-name", "t",
-    ]
-    completed = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, (
-        f"{' '.join(command)} failed with status {completed.returncode}\n"
-        f"stdout (end):\n{completed.stdout[-3000:]}\nstderr (end):\n{completed.stderr[-3000:]}"
-    )
-    last_line = completed.stdout.strip().splitlines()[-1]
-    assert last_line.startswith("run: "), last_line
-    run_folder = Path(project) / last_line[len("run: "):].strip()
-    assert run_folder.resolve() == (Path(project) / "runs" / "t").resolve()
-    metrics = json.loads((run_folder / "metrics.json").read_text(encoding="utf-8"))
-    metrics["_run_folder"] = run_folder
+    metrics = train_example(tmp_path, "mnist.yaml", [f"data.train={slice_root.resolve()}", "training.batch_size=16"],
+                            template="image-classifier", epochs=4, timeout=600)
 
     # The stratified 20% of 40 images a class is 8 a class: 80 validation images, 10 of each digit.
     labels = pd.Series(np.repeat(digits, 8))

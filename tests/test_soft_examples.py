@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA, require
 from kerasls.templates_index import render_template
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR10H = SHARED_DATA / "cifar10h_subset512"
 
 # Fixed settings. The example configs stop early on validation NLL, and at their learning rate (1e-3) the last
@@ -40,16 +40,6 @@ EPOCHS = 18
 FAST = ["training.learning_rate=0.0003", "model.filters=[16,32,64]", "model.dropout=0", "augment.flip=none"]
 MARGIN = 0.004  # asserted: majority CE − votes CE > MARGIN
 VAL_ROWS = 102  # per class round(0.2 · n) of the 512 images
-
-
-def require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(
-            f"{path} not found: tests/test_soft_examples.py needs the shared data sets in {SHARED_DATA} "
-            "(a folder `shared/data` beside the repository checkout, see shared/data/README.md)",
-            pytrace=False,
-        )
-    return path
 
 
 def load_majority_script():
