@@ -4,7 +4,7 @@
 
 The run folder holds everything one training produced (see the contract in DESIGN.md). A new name is made from
 the time; `--run-name` picks one, and rerunning with the same name resumes an interrupted training from its
-`checkpoints/backup` (Keras `BackupAndRestore`).
+`checkpoints/<phase>/` (`kerasls.resume.EpochState`).
 """
 
 from __future__ import annotations

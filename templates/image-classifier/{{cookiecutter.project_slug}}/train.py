@@ -79,7 +79,8 @@ def main(argv):
 
     # ## Training
     # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on validation NLL, and
-    # BackupAndRestore. With a frozen backbone, a second phase unfreezes it at a lower learning rate.
+    # per-epoch crash-safe state (kerasls.resume). With a frozen backbone, a second phase unfreezes it at a
+    # lower learning rate.
     history = training.fit(model, train_data, val_data, config.training, run_folder)
     if config.model.freeze_backbone and config.model.fine_tune_epochs:
         for layer in model.layers:

@@ -84,7 +84,8 @@ def main(argv):
 
     # ## Training
     # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on validation NLL, and
-    # BackupAndRestore: rerun with the same --run-name after a crash to resume from the last finished epoch.
+    # per-epoch crash-safe state (kerasls.resume): rerun with the same --run-name after a crash to resume from
+    # the last finished epoch.
     training.fit(model, train_data, val_data, config.training, run_folder)
 
     # ## Calibration
