@@ -40,6 +40,10 @@ class DataConfig(_Section):
     label: str = "intent"
     features: Optional[FeatureColumns] = None
     text_max_tokens: int = Field(2000, ge=10)
+    # streaming: read the tables in chunks of `chunk_rows` rows instead of whole (files larger than memory);
+    # see kerasls.data.streaming for what changes (seeded per-row val split, shuffling within chunks).
+    streaming: bool = False
+    chunk_rows: int = Field(65536, ge=1)
 
 
 class SoftLabelsConfig(_Section):

@@ -16,8 +16,21 @@ import numpy as np
 import tensorflow as tf
 
 
+def text_update_function(vectorizer):
+    """`vectorizer.update_state` for [N, 1] string arrays, traced once as a graph function.
+
+    Run eagerly (as `TextVectorization.adapt` does), the TF-IDF document counts go through a `tf.map_fn` over
+    rows at ~1 ms a row in Keras 3.15 (100k rows: ~2 minutes); traced, the same ops run 20-100x faster and give
+    the same vocabulary and weights (tested).
+    """
+    return tf.function(vectorizer.update_state, input_signature=[tf.TensorSpec([None, 1], tf.string)])
+
+
 class TabularPreprocessor(keras.layers.Layer):
     def __init__(self, numeric=(), categorical=(), text=(), text_max_tokens=2000, **kwargs):
+        # float32 whatever the global policy: under mixed_bfloat16 Keras would cast the raw numeric inputs to
+        # bfloat16 before the layer sees them (1000.7 -> 1000, 3 significant digits), in training and serving.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=False, **kwargs)
         self.numeric = list(numeric)
         self.categorical = list(categorical)
@@ -32,27 +45,50 @@ class TabularPreprocessor(keras.layers.Layer):
         return [*self.numeric, *self.categorical, *self.text]
 
     def adapt(self, columns: dict):
-        """Learn statistics and vocabularies from training columns (numpy arrays, as from `column_arrays`)."""
+        """Learn statistics and vocabularies from training columns (numpy arrays, as from `column_arrays`).
+
+        Tables too large for memory are adapted chunk by chunk instead (`kerasls.data.streaming`), through the
+        same setters below.
+        """
         if self.numeric:
             matrix = np.stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric], axis=1)
             median = np.nan_to_num(np.nanmedian(matrix, axis=0))
             filled = np.where(np.isnan(matrix), median, matrix)
-            std = filled.std(axis=0)
-            self.numeric_median = median.astype(np.float32)
-            self.numeric_mean = filled.mean(axis=0).astype(np.float32)
-            self.numeric_std = np.where(std > 1e-12, std, 1.0).astype(np.float32)
+            self.set_numeric_statistics(median, filled.mean(axis=0), filled.std(axis=0))
         for name in self.categorical:
             values, counts = np.unique(np.asarray(columns[name], dtype=str), return_counts=True)
-            vocabulary = [str(v) for v in values[np.argsort(-counts, kind="stable")]]
-            self.lookups[name] = keras.layers.StringLookup(
-                vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
-            )
+            self.set_vocabulary(name, values[np.argsort(-counts, kind="stable")])
         for name in self.text:
-            vectorizer = keras.layers.TextVectorization(
-                max_tokens=self.text_max_tokens, output_mode="tf_idf", name=f"tfidf_{name}"
-            )
-            vectorizer.adapt(tf.constant(np.asarray(columns[name], dtype=str)), batch_size=4096)
-            self.vectorizers[name] = vectorizer
+            vectorizer, update = self.text_vectorizer(name), text_update_function(self.vectorizers[name])
+            strings = np.asarray(columns[name], dtype=str)
+            vectorizer.reset_state()
+            for start in range(0, len(strings), 8192):
+                update(strings[start:start + 8192, None])
+            vectorizer.finalize_state()
+        self._adapted = True
+        return self
+
+    def set_numeric_statistics(self, median, mean, std):
+        """NaN fill value, then mean and standard deviation of the filled columns (float arrays, one per column)."""
+        std = np.asarray(std, dtype=np.float64)
+        self.numeric_median = np.asarray(median, dtype=np.float32)
+        self.numeric_mean = np.asarray(mean, dtype=np.float32)
+        self.numeric_std = np.where(std > 1e-12, std, 1.0).astype(np.float32)
+
+    def set_vocabulary(self, name, vocabulary):
+        """One-hot lookup of categorical column `name` over `vocabulary` (most frequent first), plus an OOV slot."""
+        self.lookups[name] = keras.layers.StringLookup(
+            vocabulary=[str(v) for v in vocabulary], num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
+        )
+
+    def text_vectorizer(self, name):
+        """A new TF-IDF `TextVectorization` for text column `name`, to be adapted by the caller."""
+        self.vectorizers[name] = keras.layers.TextVectorization(
+            max_tokens=self.text_max_tokens, output_mode="tf_idf", name=f"tfidf_{name}"
+        )
+        return self.vectorizers[name]
+
+    def mark_adapted(self):
         self._adapted = True
         return self
 

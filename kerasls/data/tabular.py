@@ -31,34 +31,55 @@ def _first_invalid_utf8(path: Path):
     return None, b""
 
 
-def read_table(path, role="data") -> pd.DataFrame:
-    """Read a CSV or Parquet file; `role` ("train", "test", ...) only improves the error messages."""
+def check_table_path(path, role="data") -> Path:
+    """The path of an existing table file, or one error naming the config key to fix."""
     path = Path(path)
     if not path.is_file():
         where = (f"set data.{role} to an existing CSV or Parquet file" if role in ("train", "val", "test")
                  else "pass an existing CSV or Parquet file")
         raise KeraslsError(f"{path}: {role} file not found; {where}")
-    suffix = path.suffix.lower()
+    return path
+
+
+def check_csv_header(path: Path) -> None:
+    with path.open("rb") as handle:
+        header = handle.readline().decode("utf-8").rstrip("\r\n").split(",")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise KeraslsError(f"{path}: duplicate column name(s) {duplicated}; give every column a unique name")
+
+
+def table_read_error(path: Path, error: Exception) -> KeraslsError:
+    """The one-line message for an exception pandas or pyarrow raised while reading `path`."""
+    if isinstance(error, UnicodeDecodeError):
+        line, byte = _first_invalid_utf8(path)
+        return KeraslsError(f"{path}: line {line}: byte {byte!r} is not UTF-8 text; re-save the file as UTF-8")
+    if isinstance(error, pd.errors.EmptyDataError):
+        return KeraslsError(f"{path}: the file is empty; it needs a header row and data rows")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return KeraslsError(f"{path}: cannot be read as a table ({first_line})")
+
+
+READ_ERRORS = (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, OSError)
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def read_table(path, role="data") -> pd.DataFrame:
+    """Read a CSV or Parquet file; `role` ("train", "test", ...) only improves the error messages."""
+    path = check_table_path(path, role)
     try:
-        if suffix in (".parquet", ".pq"):
+        if is_parquet(path):
             frame = pd.read_parquet(path)
         else:
-            with path.open("rb") as handle:
-                header = handle.readline().decode("utf-8").rstrip("\r\n").split(",")
-            duplicated = sorted({name for name in header if header.count(name) > 1})
-            if duplicated:
-                raise KeraslsError(f"{path}: duplicate column name(s) {duplicated}; give every column a unique name")
+            check_csv_header(path)
             frame = pd.read_csv(path, encoding="utf-8")
     except KeraslsError:
         raise
-    except UnicodeDecodeError:
-        line, byte = _first_invalid_utf8(path)
-        raise KeraslsError(f"{path}: line {line}: byte {byte!r} is not UTF-8 text; re-save the file as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise KeraslsError(f"{path}: the file is empty; it needs a header row and data rows") from None
-    except (pd.errors.ParserError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise KeraslsError(f"{path}: cannot be read as a table ({first_line})") from None
+    except READ_ERRORS as error:
+        raise table_read_error(path, error) from None
     if frame.empty:
         raise KeraslsError(f"{path}: has a header but no data rows")
     frame.attrs["path"] = str(path)
@@ -136,17 +157,19 @@ def label_strings(column: pd.Series) -> np.ndarray:
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
         return str(value)
+    if pd.api.types.is_string_dtype(column) and column.notna().all():  # text already (fast path, large tables)
+        return column.astype(str).to_numpy(dtype=object)
     return np.array([as_name(value) for value in column], dtype=object)
 
 
 def label_indices(frame: pd.DataFrame, label: str, classes: list[str]) -> np.ndarray:
     names = label_strings(frame[label])
     index = {name: i for i, name in enumerate(classes)}
-    unknown = [(row, name) for row, name in enumerate(names) if name not in index]
+    unknown = [(row, name) for row, name in zip(frame.index, names) if name not in index]
     if unknown:
-        row, name = unknown[0]
+        row, name = unknown[0]  # the frame's index is the row number in its file (chunks, splits)
         raise KeraslsError(
-            f"{frame.attrs.get('path', 'table')}: line {row + 2}: label {name!r} in column {label!r} is not a "
+            f"{frame.attrs.get('path', 'table')}: line {int(row) + 2}: label {name!r} in column {label!r} is not a "
             f"training class {classes}; remove the row or add examples of that class to the training data"
         )
     return np.array([index[name] for name in names], dtype=np.int64)
@@ -156,7 +179,10 @@ def column_arrays(frame: pd.DataFrame, features: FeatureColumns) -> dict:
     """Raw columns as the serving signature takes them: float32 for numeric, str for the rest ('' if missing)."""
     arrays = {name: frame[name].astype("float64").to_numpy(dtype=np.float32) for name in features.numeric}
     for name in features.categorical + features.text:
-        arrays[name] = np.array(["" if pd.isna(v) else str(v) for v in frame[name]], dtype=object)
+        column = frame[name]
+        strings = column.astype(str).to_numpy(dtype=object)
+        strings[column.isna().to_numpy()] = ""
+        arrays[name] = strings
     return arrays
 
 
@@ -203,20 +229,25 @@ class TabularSplits:
         return self.test if self.test is not None else self.val
 
     def targets(self, frame: pd.DataFrame):
-        """(targets float32 [N, K], hard label indices [N], soft: bool) of one split.
+        """(targets float32 [N, K], hard label indices [N], soft: bool) of one split (see `frame_targets`)."""
+        return frame_targets(frame, self.classes, self.label, self.soft)
 
-        One-hot rows for hard labels; with probability/vote columns, the row distributions (a val/test table
-        without those columns but with the label column is read with hard labels).
-        """
-        from kerasls.data.soft_labels import table_targets
 
-        source = frame.attrs.get("path", "table")
-        columns = self.soft.columns() if self.soft else []
-        if columns and (set(columns) & set(frame.columns) or self.label not in frame.columns):
-            return table_targets(frame, self.classes, self.label, probability_columns=self.soft.probabilities,
-                                 vote_columns=self.soft.votes, vote_smoothing=self.soft.vote_smoothing, source=source)
-        indices = label_indices(frame, self.label, self.classes)
-        return np.eye(len(self.classes), dtype=np.float32)[indices], indices, False
+def frame_targets(frame: pd.DataFrame, classes, label, soft=None):
+    """(targets float32 [N, K], hard label indices [N], soft: bool) of a table's rows.
+
+    One-hot rows for hard labels; with probability/vote columns (`soft`, a SoftLabelsConfig), the row
+    distributions (a val/test table without those columns but with the label column is read with hard labels).
+    """
+    from kerasls.data.soft_labels import table_targets
+
+    source = frame.attrs.get("path", "table")
+    columns = soft.columns() if soft else []
+    if columns and (set(columns) & set(frame.columns) or label not in frame.columns):
+        return table_targets(frame, classes, label, probability_columns=soft.probabilities,
+                             vote_columns=soft.votes, vote_smoothing=soft.vote_smoothing, source=source)
+    indices = label_indices(frame, label, classes)
+    return np.eye(len(classes), dtype=np.float32)[indices], indices, False
 
 
 def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:

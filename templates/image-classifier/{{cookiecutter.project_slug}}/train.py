@@ -24,6 +24,9 @@ def main(argv):
     config, command_line = run.read_command_line(argv, schema=ImageConfig)
     training.set_seeds(config.seed, deterministic=config.training.deterministic)
     training.configure_precision(config.training)
+    # The tf.distribute strategy of training.distribute (one device, all local GPUs, or the workers of
+    # TF_CONFIG). It is made before any other TensorFlow work, as multi-worker training requires.
+    strategy = training.distribution_strategy(config.training)
 
     # ## Data
     # Class folders or a CSV manifest. Every image is decoded once here, so a corrupt file is reported by name
@@ -72,7 +75,7 @@ def main(argv):
     # ## Model
     # model.py's backbone and head, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True),
     # an unsmoothed cross-entropy metric (`nll`) and accuracy.
-    with training.distribution_strategy(config.training).scope():
+    with strategy.scope():
         model = build_model((*image_size, channels), len(classes), config.model)
         training.compile_classifier(model, config.training, config.targets)
     model.summary()

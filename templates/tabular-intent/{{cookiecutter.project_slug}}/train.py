@@ -10,7 +10,7 @@ folder `runs/<name>/`, whose path is the last line printed. This file is yours: 
 import sys
 
 from kerasls import guardrails, results, run, targets, teacher, training
-from kerasls.data import tabular
+from kerasls.data import streaming, tabular
 from kerasls.errors import run_with_clear_errors
 from kerasls.export import export_classifier
 from kerasls.preprocessing import TabularPreprocessor
@@ -24,60 +24,88 @@ def main(argv):
     config, command_line = run.read_command_line(argv)
     training.set_seeds(config.seed, deterministic=config.training.deterministic)
     training.configure_precision(config.training)
+    # The tf.distribute strategy of training.distribute (one device, all local GPUs, or the workers of
+    # TF_CONFIG). It is made before any other TensorFlow work, as multi-worker training requires.
+    strategy = training.distribution_strategy(config.training)
 
     # ## Data
     # The training table, and validation/test tables when given; without a validation file, a stratified
-    # split of the training rows. Columns are checked here, before any TensorFlow code runs.
-    splits = tabular.load_splits(config.data, seed=config.seed, soft=config.targets.soft_labels)
-    classes, features = splits.classes, splits.features
-    print(f"classes: {classes}")
-    print(f"features: numeric={features.numeric} categorical={features.categorical} text={features.text}")
-    print(f"rows: train={len(splits.train)} val={len(splits.val)} {splits.eval_split}={len(splits.eval_frame)}")
-
-    # The data checked out: make the run folder runs/<name>/ with the resolved config, so the run can be repeated.
-    run_folder = run.start_run(config, command_line)
-
-    # Preprocessing (standardised numbers, one-hot categories, TF-IDF text) is learnt from training rows only.
-    # It runs once over each table here; the same layer goes into the export, so serving takes raw values.
-    preprocessor = TabularPreprocessor(
-        features.numeric, features.categorical, features.text, text_max_tokens=config.data.text_max_tokens
-    )
-    preprocessor.adapt(tabular.column_arrays(splits.train, features))
-
-    def encode(frame):
-        return preprocessor.encode(tabular.column_arrays(frame, features))
-
-    x_train, x_val, x_eval = encode(splits.train), encode(splits.val), encode(splits.eval_frame)
-
-    # ## Targets
-    # The pipeline always yields probability vectors: one-hot rows for hard labels, or per-row distributions
-    # from probability or vote columns (targets.soft_labels). Uniform label smoothing, y(1 - ε) + ε/K, is
-    # applied by the loss. With `prior: class_prior` the targets are smoothed toward the training class
-    # frequencies here instead, and the loss's own smoothing is 0 so ε is applied once. With a teacher, the
-    # targets are packed as [hard | softmax(z_teacher / T)] for the distillation loss (kerasls.losses).
+    # split of the training rows. Columns are checked here, before any training starts.
     epsilon, soft = config.targets.label_smoothing, config.targets.soft_labels
-    t_train, y_train, _ = splits.targets(splits.train)
-    t_val, y_val, _ = splits.targets(splits.val)
-    t_eval, y_eval, eval_is_soft = splits.targets(splits.eval_frame)
-    if config.targets.prior == "class_prior":
-        t_train = targets.class_prior_smooth(t_train, epsilon, targets.class_prior(y_train, len(classes)))
-    if soft is not None and soft.source == "teacher":
-        t_train, t_val = (
-            teacher.pack(t, teacher.table_teacher_logits(soft.teacher, classes, frame), soft.temperature)
-            for t, frame in ((t_train, splits.train), (t_val, splits.val))
-        )
-    guardrails.warn(config.targets)
+    batch_size, drop_remainder = config.training.batch_size, config.training.jit_compile is not False
+    if config.data.streaming:
+        # `data.streaming: true`, for tables larger than memory: the files are read in chunks, never whole. One
+        # pass over the training file checks it and learns the preprocessing; every epoch reads it again, encodes
+        # each chunk and shuffles rows within it (kerasls.data.streaming lists what else differs).
+        stream = streaming.TableStream(config.data, seed=config.seed, soft=soft)
+        classes, features, eval_split = stream.classes, stream.features, stream.eval_split
+        print(f"classes: {classes}")
+        print(f"rows: train={stream.rows['train']} val={stream.rows['val']} {eval_split}={stream.rows[eval_split]}")
+        run_folder = run.start_run(config, command_line)
+        preprocessor = stream.preprocessor
 
-    train_data = training.make_dataset(
-        x_train, t_train, config.training.batch_size, shuffle=True, seed=config.seed,
-        drop_remainder=config.training.jit_compile is not False,
-    )
-    val_data = training.make_dataset(x_val, t_val, config.training.batch_size)
+        def smooth_toward_prior(t):  # `prior: class_prior`, as for in-memory tables below
+            return targets.class_prior_smooth(t, epsilon, stream.class_prior())
+
+        train_data = stream.dataset(
+            "train", batch_size, shuffle=True, drop_remainder=drop_remainder, epoch=training.epoch_variable(),
+            smooth=smooth_toward_prior if config.targets.prior == "class_prior" else None,
+        )
+        val_data = eval_data = stream.dataset("val", batch_size)
+        if eval_split == "test":
+            eval_data = stream.dataset("test", batch_size)
+        _, y_val, _ = stream.targets("val")
+        t_eval, y_eval, eval_is_soft = stream.targets(eval_split)
+    else:
+        splits = tabular.load_splits(config.data, seed=config.seed, soft=soft)
+        classes, features, eval_split = splits.classes, splits.features, splits.eval_split
+        print(f"classes: {classes}")
+        print(f"rows: train={len(splits.train)} val={len(splits.val)} {eval_split}={len(splits.eval_frame)}")
+
+        # The data checked out: make the run folder runs/<name>/ with the resolved config, so the run can be
+        # repeated.
+        run_folder = run.start_run(config, command_line)
+
+        # Preprocessing (standardised numbers, one-hot categories, TF-IDF text) is learnt from training rows
+        # only. It runs once over each table here; the same layer goes into the export, so serving takes raw
+        # values.
+        preprocessor = TabularPreprocessor(
+            features.numeric, features.categorical, features.text, text_max_tokens=config.data.text_max_tokens
+        )
+        preprocessor.adapt(tabular.column_arrays(splits.train, features))
+
+        def encode(frame):
+            return preprocessor.encode(tabular.column_arrays(frame, features))
+
+        x_train, x_val, eval_data = encode(splits.train), encode(splits.val), encode(splits.eval_frame)
+
+        # ## Targets
+        # The pipeline always yields probability vectors: one-hot rows for hard labels, or per-row distributions
+        # from probability or vote columns (targets.soft_labels). Uniform label smoothing, y(1 - ε) + ε/K, is
+        # applied by the loss. With `prior: class_prior` the targets are smoothed toward the training class
+        # frequencies here instead, and the loss's own smoothing is 0 so ε is applied once. With a teacher, the
+        # targets are packed as [hard | softmax(z_teacher / T)] for the distillation loss (kerasls.losses).
+        t_train, y_train, _ = splits.targets(splits.train)
+        t_val, y_val, _ = splits.targets(splits.val)
+        t_eval, y_eval, eval_is_soft = splits.targets(splits.eval_frame)
+        if config.targets.prior == "class_prior":
+            t_train = targets.class_prior_smooth(t_train, epsilon, targets.class_prior(y_train, len(classes)))
+        if soft is not None and soft.source == "teacher":
+            t_train, t_val = (
+                teacher.pack(t, teacher.table_teacher_logits(soft.teacher, classes, frame), soft.temperature)
+                for t, frame in ((t_train, splits.train), (t_val, splits.val))
+            )
+        train_data = training.make_dataset(
+            x_train, t_train, batch_size, shuffle=True, seed=config.seed, drop_remainder=drop_remainder
+        )
+        val_data = training.make_dataset(x_val, t_val, batch_size)
+    print(f"features: numeric={features.numeric} categorical={features.categorical} text={features.text}")
+    guardrails.warn(config.targets)
 
     # ## Model
     # The head from model.py, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True), an
     # unsmoothed cross-entropy metric (`nll`: the number to compare runs by) and accuracy.
-    with training.distribution_strategy(config.training).scope():
+    with strategy.scope():
         model = build_model(preprocessor.output_dim, len(classes), config.model)
         training.compile_classifier(model, config.training, config.targets)
     model.summary()
@@ -91,9 +119,9 @@ def main(argv):
     # ## Calibration
     # One temperature T, fitted on validation NLL (Guo et al. 2017), divides the logits; it never changes the
     # predicted class. Metrics are on hard, unsmoothed labels of the test split (or validation).
-    val_logits = training.predict_logits(model, x_val)
+    val_logits = training.predict_logits(model, val_data)
     temperature = results.fit_temperature(val_logits, y_val, enabled=config.calibration.temperature_scaling)
-    eval_logits = training.predict_logits(model, x_eval)
+    eval_logits = training.predict_logits(model, eval_data)
 
     # ## Export
     # A SavedModel that takes the raw columns by name and returns calibrated probabilities and class names:
@@ -116,7 +144,7 @@ def main(argv):
     # validation NLL before and after T, which `kerasls sweep` ranks label-smoothing values by.
     metrics = results.write_results(
         run_folder, classes=classes, labels=y_eval, logits=eval_logits, temperature=temperature,
-        split=splits.eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
+        split=eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
         target_accuracy=config.calibration.target_accuracy, export_path=export_path,
         validation=(val_logits, y_val), temperature_scaling=config.calibration.temperature_scaling,
         soft_targets=t_eval if eval_is_soft else None, title="{{ cookiecutter.project_name }}",
