@@ -17,10 +17,10 @@ from conftest import run_train
 ARGS = ["training.epochs=4", "training.verbose=0", "training.deterministic=true", "training.early_stopping=2"]
 
 
-def train(project, name, fault=None):
+def train(project, name, fault=None, extra=()):
     env = {**os.environ, **({"KERASLS_FAULT": fault} if fault else {})}
     env.pop("KERASLS_FAULT", None) if not fault else None
-    return subprocess.run([sys.executable, "train.py", *ARGS, "--run-name", name], cwd=project, env=env,
+    return subprocess.run([sys.executable, "train.py", *ARGS, *extra, "--run-name", name], cwd=project, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -59,6 +59,23 @@ def test_killed_run_resumes_to_the_same_result(trained_project, reference, fault
                                pd.read_csv(reference / "predictions.csv")[columns].to_numpy(), atol=1e-5)
     assert sorted(p.name for p in (run / "export").iterdir()) == ["1"]  # the killed export left nothing behind
     assert not (run / ".lock").exists()
+
+
+def test_a_killed_streaming_run_resumes_to_the_same_result(trained_project):
+    """data.streaming: the epoch order depends on (seed, epoch, chunk) only, so resume stays exact."""
+    project, streamed = trained_project.project, ["data.streaming=true", "data.chunk_rows=300"]
+    unbroken = train(project, "stream-unbroken", extra=streamed)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    killed = train(project, "stream-killed", "batch:30", extra=streamed)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = train(project, "stream-killed", extra=streamed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run, reference = project / "runs" / "stream-killed", project / "runs" / "stream-unbroken"
+    history, expected = pd.read_csv(run / "history.csv"), pd.read_csv(reference / "history.csv")
+    assert history["epoch"].tolist() == expected["epoch"].tolist()
+    np.testing.assert_allclose(history.to_numpy(), expected.to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(pd.read_csv(run / "predictions.csv").filter(like="prob_").to_numpy(),
+                               pd.read_csv(reference / "predictions.csv").filter(like="prob_").to_numpy(), atol=1e-5)
 
 
 def test_same_seed_and_config_give_the_same_metrics_twice(trained_project, reference):
