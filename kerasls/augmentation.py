@@ -21,15 +21,17 @@ from kerasls.config import AugmentConfig
 
 def build_augmenter(config: AugmentConfig, seed=None):
     """A `keras.Sequential` of random image layers (inputs in [0, 255]), or None when nothing is switched on."""
+    # float32 whatever the global policy: the pipeline yields float32 images (under mixed precision these layers
+    # would otherwise cast batches to bfloat16/float16 inside tf.data; the model casts its own inputs).
     steps = []
     if config.flip != "none":
-        steps.append(keras.layers.RandomFlip(config.flip, seed=seed))
+        steps.append(keras.layers.RandomFlip(config.flip, seed=seed, dtype="float32"))
     if config.rotation > 0:
-        steps.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed))
+        steps.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed, dtype="float32"))
     if config.zoom > 0:
-        steps.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed))
+        steps.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed, dtype="float32"))
     if config.rand_augment:
-        steps.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed))
+        steps.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed, dtype="float32"))
     if not steps:
         return None
     augmenter = keras.Sequential(steps, name="augment")
@@ -49,8 +51,10 @@ def build_mixer(config: AugmentConfig, seed=None):
     p_mixup, p_cutmix = config.mixup.probability, config.cutmix.probability
     if p_mixup == 0 and p_cutmix == 0:
         return None
-    mixup = keras.layers.MixUp(alpha=config.mixup.alpha, seed=seed)
-    cutmix = keras.layers.CutMix(factor=config.cutmix.alpha, seed=seed)
+    # float32 layers: under a mixed policy they would cast images and targets to bfloat16/float16, and the
+    # branches of the tf.case below would disagree in dtype
+    mixup = keras.layers.MixUp(alpha=config.mixup.alpha, seed=seed, dtype="float32")
+    cutmix = keras.layers.CutMix(factor=config.cutmix.alpha, seed=seed, dtype="float32")
     generator = tf.random.Generator.from_seed(seed if seed is not None else 0)
 
     def apply(layer, images, targets):

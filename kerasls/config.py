@@ -102,6 +102,8 @@ class TrainingConfig(_Section):
     early_stopping: int = Field(5, ge=0)  # patience in epochs on val NLL; 0 turns it off
     mixed_precision: bool = False
     jit_compile: Union[Literal["auto"], bool] = "auto"
+    # auto: all local GPUs when there are several | one_device | mirrored: all local GPUs | multi_worker: the
+    # workers of the TF_CONFIG environment variable (kerasls.distributed; the chief writes runs/<name>/)
     distribute: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     deterministic: bool = False
     verbose: Literal[0, 1, 2] = 1

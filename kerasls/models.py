@@ -4,6 +4,10 @@ Every backbone takes images with values in [0, 255] (what the data pipeline and 
 decode to) and does its own input scaling, so the export needs no separate preprocessing step. Weights are
 random by default: kerasls never downloads anything unless `weights: imagenet` is asked for explicitly, and a
 local weights file is the offline way to start from pretrained weights.
+
+Under mixed precision (`training.mixed_precision`) a backbone computes in the policy's float16/bfloat16 and
+returns features in that dtype, with float32 variables; the head (the template's model.py) must end in a
+`dtype="float32"` Dense layer so the logits, the loss and the export stay float32 (tests/test_precision.py).
 """
 
 from __future__ import annotations

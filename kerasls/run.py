@@ -5,6 +5,13 @@
 The run folder holds everything one training produced (see the contract in DESIGN.md). A new name is made from
 the time; `--run-name` picks one, and rerunning with the same name resumes an interrupted training from its
 `checkpoints/<phase>/` (`kerasls.resume.EpochState`).
+
+With `training.distribute: multi_worker` every worker of TF_CONFIG runs the same `train.py`. Only the chief (task
+type `chief`, or worker 0 when the cluster has no chief) writes the run folder `runs/<name>/`; every other worker
+writes the same files (checkpoints, history, export, report) into its own `runs/<name>/<type>-<index>/`, e.g.
+`runs/baseline/worker-1/`, with its own `.lock`. So two workers on one machine can share a project folder and a
+`--run-name`; give every worker the same `--run-name`, as the time-made name can differ between machines. A
+worker's folder is its local copy of the run: its weights equal the chief's, and a rerun resumes from it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -67,23 +75,75 @@ def new_run_name() -> str:
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def create_run_folder(runs_dir, name=None) -> RunFolder:
+def create_run_folder(runs_dir, name=None, worker=None) -> RunFolder:
+    """`runs_dir/<name>/`, or `runs_dir/<name>/<worker>/` for a non-chief worker of a multi-worker run."""
     runs_dir = Path(runs_dir).resolve()
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise KeraslsError(f"--run-name {name!r}: use a plain folder name such as 'baseline'")
     base = name or new_run_name()
     path = runs_dir / base
-    if name is not None and (path / "metrics.json").exists():
-        raise KeraslsError(
-            f"{path} already holds a finished run (metrics.json); choose another --run-name or delete that folder"
-        )
     if name is None:
         suffix = 1
         while path.exists():
             suffix += 1
             path = runs_dir / f"{base}-{suffix}"
+    if worker is not None:
+        path = path / worker
+    if name is not None and (path / "metrics.json").exists():
+        raise KeraslsError(
+            f"{path} already holds a finished run (metrics.json); choose another --run-name or delete that folder"
+        )
     path.mkdir(parents=True, exist_ok=name is not None)
     return RunFolder(path)
+
+
+@dataclass(frozen=True)
+class ClusterTask:
+    """This process's task in TF_CONFIG (`{"cluster": {...}, "task": {"type": ..., "index": ...}}`)."""
+
+    type: str
+    index: int
+    has_chief: bool
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief task, or worker 0 when the cluster has none (MultiWorkerMirroredStrategy's rule)."""
+        return self.type == "chief" or (self.type == "worker" and self.index == 0 and not self.has_chief)
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.type}-{self.index}"
+
+
+TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}\' (index 1 on host2)')
+
+
+def cluster_task() -> ClusterTask:
+    """The task of this process in the TF_CONFIG environment variable (required by `distribute: multi_worker`)."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        raise KeraslsError(f"training.distribute=multi_worker needs the TF_CONFIG environment variable, e.g. "
+                           f"{TF_CONFIG_EXAMPLE}")
+    try:
+        tf_config = json.loads(raw)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        task_type, index = str(task["type"]), int(task["index"])
+        known = 0 <= index < len(cluster[task_type])
+    except (ValueError, KeyError, TypeError) as error:
+        raise KeraslsError(f"TF_CONFIG is not valid ({type(error).__name__}: {error}); expected e.g. "
+                           f"{TF_CONFIG_EXAMPLE}. Received: {raw}") from None
+    if not known:
+        raise KeraslsError(f"TF_CONFIG: task {task_type} {index} is not in the cluster. Received: {raw}")
+    return ClusterTask(task_type, index, has_chief=bool(cluster.get("chief")))
+
+
+def worker_folder_name(config):
+    """None for the process that writes `runs/<name>/` itself; else the subfolder of a non-chief worker."""
+    if getattr(config.training, "distribute", None) != "multi_worker":
+        return None
+    task = cluster_task()
+    return None if task.is_chief else task.folder_name
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -153,8 +213,9 @@ def lock_run_folder(run: RunFolder) -> Path:
 
 
 def start_run(config, args) -> RunFolder:
-    """Make and lock the run folder (once the data checked out) and write the resolved config into it."""
-    run = create_run_folder(args.runs_dir, args.run_name)
+    """Make and lock the run folder (once the data checked out) and write the resolved config into it; a non-chief
+    worker of a multi-worker run gets its own subfolder (see the module docstring)."""
+    run = create_run_folder(args.runs_dir, args.run_name, worker=worker_folder_name(config))
     lock_run_folder(run)
     atomic_write_text(run.config, config_module.dump_config(config))
     return run

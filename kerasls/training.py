@@ -24,25 +24,55 @@ def set_seeds(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def configure_precision(training: TrainingConfig) -> None:
-    """`mixed_precision`: float16 compute on a GPU, bfloat16 on CPU; variables and logits stay float32."""
+def configure_precision(training: TrainingConfig) -> str:
+    """`mixed_precision`: float16 compute on a GPU, bfloat16 on CPU; variables and logits stay float32.
+
+    Sets the global Keras policy, so call it before building the model; returns the policy name. Under
+    mixed_float16 `compile_classifier` adds loss scaling; the models' last layer and the tabular preprocessing
+    stay float32 (`dtype="float32"`), so logits, metrics, calibration and the export are float32.
+    """
+    policy = "float32"
     if training.mixed_precision:
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-        keras.mixed_precision.set_global_policy(policy)
-    else:
-        keras.mixed_precision.set_global_policy("float32")
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+_STRATEGIES: dict = {}
 
 
 def distribution_strategy(training: TrainingConfig):
+    """The `tf.distribute` strategy of `training.distribute`, made once per process and cached.
+
+    `auto`: all local GPUs when there are several, else the default strategy; `one_device`: the default
+    strategy; `mirrored`: `MirroredStrategy` on all local GPUs; `multi_worker`: `MultiWorkerMirroredStrategy`
+    over the workers of TF_CONFIG (`kerasls.distributed`). Call it before any other TensorFlow work: the
+    multi-worker strategy configures collective ops, which TensorFlow allows only at program startup, and only
+    once, hence the cache (library code can ask for the strategy again).
+    """
+    if training.distribute not in _STRATEGIES:
+        _STRATEGIES[training.distribute] = _new_strategy(training.distribute)
+    return _STRATEGIES[training.distribute]
+
+
+def _new_strategy(distribute: str):
+    if distribute == "multi_worker":
+        from kerasls.distributed import multi_worker_strategy
+
+        return multi_worker_strategy()
     gpus = tf.config.list_physical_devices("GPU")
-    if training.distribute == "multi_worker":
-        raise KeraslsError(
-            "training.distribute=multi_worker is not available yet: model.fit fails under "
-            "MultiWorkerMirroredStrategy in Keras 3.15 (keras#20585); use auto, one_device or mirrored"
-        )
-    if training.distribute == "mirrored" or (training.distribute == "auto" and len(gpus) > 1):
+    if distribute == "mirrored" or (distribute == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def uses_xla(training: TrainingConfig) -> bool:
+    """Will the train step be XLA-compiled? Then training batches should keep one shape (`drop_remainder`): a
+    partial last batch is a new shape, compiled again. `auto` follows Keras 3.15: XLA only with a GPU and
+    without op determinism, so on a CPU-only machine no rows are dropped."""
+    if training.jit_compile == "auto":
+        return bool(tf.config.list_physical_devices("GPU")) and not training.deterministic
+    return bool(training.jit_compile)
 
 
 def loss_smoothing(targets: TargetsConfig) -> float:
@@ -72,7 +102,23 @@ def compile_classifier(model: keras.Model, training: TrainingConfig, targets: Ta
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=loss_smoothing(targets), from_logits=True)
         metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
                    keras.metrics.CategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=make_optimizer(training), loss=loss, metrics=metrics, jit_compile=training.jit_compile)
+    output_dtypes = {str(getattr(out, "dtype", "")) for out in getattr(model, "outputs", None) or []}
+    low_precision = output_dtypes & {"float16", "bfloat16"}
+    if low_precision:
+        import warnings
+
+        warnings.warn(f"model {model.name!r} outputs {min(low_precision)} logits: give its last layer "
+                      "dtype='float32' so mixed precision keeps exact logits (see the template's model.py)",
+                      stacklevel=2)
+    optimizer = make_optimizer(training)
+    if "mixed_float16" in (keras.mixed_precision.global_policy().name, model.dtype_policy.name):
+        # float16 gradients underflow without loss scaling. Keras' compile wraps the optimizer only when the
+        # model's own policy is mixed_float16; wrapping here also covers a model built under another policy.
+        # bfloat16 has float32's exponent range and needs no scaling.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    # jit_compile="auto": XLA when Keras supports it for this model (Keras 3.15: off on CPU-only machines, under a
+    # tf.distribute strategy and with op determinism on)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=training.jit_compile)
     return model
 
 
@@ -121,18 +167,29 @@ def make_dataset(features, targets, batch_size, shuffle=False, seed=0, drop_rema
 
         return epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable(), drop_remainder)
     dataset = tf.data.Dataset.from_tensor_slices((features, targets))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    drop_remainder = bool(drop_remainder) and len(features) >= batch_size
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None, initial_epoch=0, phase="train"):
-    """`model.fit` with the standard callbacks; `epochs`/`initial_epoch`/`phase` continue a run in a second phase."""
+    """`model.fit` with the standard callbacks; `epochs`/`initial_epoch`/`phase` continue a run in a second phase.
+
+    A model built under `MultiWorkerMirroredStrategy`, where `model.fit` fails (keras#20585), is trained by the
+    custom loop of `kerasls.distributed` instead, with the same callbacks, logs and return value.
+    """
+    callbacks = standard_callbacks(run, training, phase)
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        from kerasls.distributed import fit_multi_worker
+
+        return fit_multi_worker(model, train_data, val_data, epochs=epochs or training.epochs,
+                                initial_epoch=initial_epoch, callbacks=callbacks, verbose=training.verbose)
     history = model.fit(
         train_data,
         validation_data=val_data,
         epochs=epochs or training.epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # the dataset shuffles itself each epoch
-        callbacks=standard_callbacks(run, training, phase),
+        callbacks=callbacks,
         verbose=training.verbose,
     )
     return history

@@ -63,7 +63,7 @@ def main(argv):
         train_set, image_size, channels, config.training.batch_size, shuffle=True, seed=config.seed,
         cache=config.data.cache, augment=augmentation.build_augmenter(config.augment, seed=config.seed),
         mix=augmentation.build_mixer(config.augment, seed=config.seed),
-        drop_remainder=config.training.jit_compile is not False,
+        drop_remainder=training.uses_xla(config.training),
     )
 
     def evaluation_data(image_set):
@@ -89,7 +89,8 @@ def main(argv):
         for layer in model.layers:
             layer.trainable = True
         fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
-        training.compile_classifier(model, fine_tuning, config.targets)
+        with strategy.scope():
+            training.compile_classifier(model, fine_tuning, config.targets)
         done = len(history.epoch)
         training.fit(model, train_data, val_data, fine_tuning, run_folder,
                      epochs=done + config.model.fine_tune_epochs, initial_epoch=done, phase="fine_tune")

@@ -32,7 +32,7 @@ def main(argv):
     # The training table, and validation/test tables when given; without a validation file, a stratified
     # split of the training rows. Columns are checked here, before any training starts.
     epsilon, soft = config.targets.label_smoothing, config.targets.soft_labels
-    batch_size, drop_remainder = config.training.batch_size, config.training.jit_compile is not False
+    batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
     if config.data.streaming:
         # `data.streaming: true`, for tables larger than memory: the files are read in chunks, never whole. One
         # pass over the training file checks it and learns the preprocessing; every epoch reads it again, encodes
