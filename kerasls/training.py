@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 
 from kerasls.config import TargetsConfig, TrainingConfig
-from kerasls.errors import KeraslsError
 
 
 def set_seeds(seed: int, deterministic: bool = False) -> None:
