@@ -2,6 +2,7 @@
 #   make demo   creates .venv, installs kerasls, generates demo/ from the tabular-intent template, trains it,
 #               exports it and serves one row from the export
 #   make test   creates .venv, installs kerasls with test extras, runs the test suite
+#   make benchmarks  runs every script in benchmarks/ (about 15 minutes on 2 cores; prints ratio tables)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,6 +30,13 @@ test: $(BIN)/.installed
 
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+benchmarks: $(BIN)/.installed
+	$(BIN)/python benchmarks/tabular_pipeline.py
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/image_pipeline.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache

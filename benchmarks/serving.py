@@ -1,0 +1,211 @@
+"""Latency of the exported tabular-intent SavedModel against the bare model and `model.predict`, side by side.
+
+Renders a tabular-intent project in a temporary folder, writes `--rows` synthetic rows (the generator of
+`tabular_pipeline.py`), and builds and trains the model for `--train-epochs` epochs as the generated `train.py`
+does (`TabularPreprocessor`, the project's `model.py`, `training.compile_classifier`; the weights do not
+matter for latency). It exports with `kerasls.export.export_classifier` exactly as train.py does (raw columns
+in; preprocessing, model, temperature and class names in one graph), loads the export with
+`tf.saved_model.load`, and times, in one process:
+
+  (a) export: the `serving_default` signature on raw columns (numbers and strings; returns probabilities,
+      class id and name, confidence, logits);
+  (b) bare model: `tf.function(lambda x: model(x, training=False))` on rows already encoded by the
+      preprocessor (the model alone, the lower bound of (a));
+  (c) `model.predict(row, verbose=0)` on the same encoded rows;
+  (d), (e) the call floors of (a) and (b): a SavedModel signature with the same 11 named inputs, and a
+      `tf.function` of one tensor, that only return zeros. Calling a function costs per input tensor, so
+      (d) - (e) is what the export pays for taking raw columns by name; (a) - (d) is its graph work.
+
+Single-row latency: `--rounds` rounds, each `--calls` calls of (a), (b), (d), (e) in turn (the order rotated
+call by call), then one call of (c); every call is timed on its own (p50 and p99 over all calls; outputs are
+fetched as numpy). Batch throughput: `--batch-rounds` rounds of one call each on `--batch` rows. Garbage
+collection is off while timing (as `timeit` does). Targets: export <= 1.5x the bare model (one-row p50, and
+the time of a batch), and model.predict p50 >= 100x export p50 (one row). About 1 minute with the defaults on
+2 CPU cores. Usage::
+
+    python benchmarks/serving.py [--rows 5000] [--rounds 200] [--calls 20] [--batch 1024] [--batch-rounds 30]
+"""
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from tabular_pipeline import project_config, render_project  # noqa: E402
+
+
+def timed(function):
+    start = time.perf_counter_ns()
+    function()
+    return (time.perf_counter_ns() - start) / 1e6  # milliseconds
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5000, help="training rows of the model that is exported")
+    parser.add_argument("--train-epochs", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=200, help="single-row rounds (one model.predict each)")
+    parser.add_argument("--calls", type=int, default=20, help="calls of the export and the bare model per round")
+    parser.add_argument("--batch", type=int, default=1024, help="rows per call for the throughput table")
+    parser.add_argument("--batch-rounds", type=int, default=30)
+    args = parser.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    from kerasls import training
+    from kerasls.data import tabular
+    from kerasls.export import export_classifier
+    from kerasls.preprocessing import TabularPreprocessor
+
+    with tempfile.TemporaryDirectory() as temp:
+        project, model_module = render_project(Path(temp), args.rows, max(args.batch, 200))
+        config = project_config(project, batch_size=min(256, args.rows))
+        training.set_seeds(config.seed)
+        splits = tabular.load_splits(config.data, seed=config.seed)
+        features, classes = splits.features, splits.classes
+        preprocessor = TabularPreprocessor(features.numeric, features.categorical, features.text,
+                                           text_max_tokens=config.data.text_max_tokens)
+        preprocessor.adapt(tabular.column_arrays(splits.train, features))
+        x_train = preprocessor.encode(tabular.column_arrays(splits.train, features))
+        t_train, _, _ = splits.targets(splits.train)
+        model = model_module.build_model(preprocessor.output_dim, len(classes), config.model)
+        training.compile_classifier(model, config.training, config.targets)
+        model.fit(training.make_dataset(x_train, t_train, config.training.batch_size, shuffle=True,
+                                        drop_remainder=config.training.jit_compile is not False),
+                  epochs=args.train_epochs, shuffle=False, verbose=0)
+        start = time.perf_counter()
+        export_path = export_classifier(
+            project / "runs" / "bench" / "export",
+            logits_fn=lambda inputs: model(preprocessor(inputs), training=False),
+            input_signature=preprocessor.input_signature(),
+            tracked=[preprocessor, model],
+            classes=classes,
+            temperature=1.3,
+            metadata={"label": config.data.label, "label_smoothing": config.targets.label_smoothing},
+        )
+        export_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        serve = tf.saved_model.load(str(export_path)).signatures["serving_default"]
+        load_seconds = time.perf_counter() - start
+
+        raw = tabular.column_arrays(splits.val.head(args.batch), features)
+        specs = preprocessor.input_signature()
+
+        def raw_tensors(stop):
+            return {name: tf.constant(np.asarray(raw[name][:stop]), dtype=specs[name].dtype) for name in raw}
+
+        encoded = preprocessor.encode(raw)
+        bare = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec([None, preprocessor.output_dim], tf.float32)])
+        one_raw, batch_raw = raw_tensors(1), raw_tensors(args.batch)
+        one_encoded, batch_encoded = tf.constant(encoded[:1]), tf.constant(encoded)
+        one_numpy, batch_numpy = encoded[:1], encoded
+        reference = model.predict(batch_numpy, batch_size=args.batch, verbose=0)
+        served = serve(**batch_raw)["logits"].numpy()
+        assert np.allclose(served, reference, atol=1e-4), "the export's logits differ from the model's"
+
+        # Call floors: signatures that do no work, to tell the cost of calling with 11 named inputs (a) or one
+        # tensor (b) from the cost of the graph itself.
+        floor_folder = Path(temp) / "floor"
+        floor_module = tf.Module()
+        first = next(iter(specs))
+        floor_module.raw = tf.function(lambda inputs: {"probabilities": tf.zeros([tf.size(inputs[first]),
+                                                                                  len(classes)])},
+                                       input_signature=[specs])
+        floor_module.encoded = tf.function(lambda x: tf.zeros([tf.shape(x)[0], len(classes)]),
+                                           input_signature=[bare.input_signature[0]])
+        tf.saved_model.save(floor_module, str(floor_folder),
+                            signatures={"serving_default": floor_module.raw.get_concrete_function()})
+        raw_floor = tf.saved_model.load(str(floor_folder)).signatures["serving_default"]
+
+        single = {
+            "(a) export: serving_default on raw columns": lambda: serve(**one_raw)["probabilities"].numpy(),
+            "(b) bare model: tf.function on encoded rows": lambda: bare(one_encoded).numpy(),
+            "(c) model.predict on encoded rows": lambda: model.predict(one_numpy, verbose=0),
+            "(d) call floor of (a): a loaded signature with the same inputs that returns zeros":
+                lambda: raw_floor(**one_raw)["probabilities"].numpy(),
+            "(e) call floor of (b): a tf.function of one tensor that returns zeros":
+                lambda: floor_module.encoded(one_encoded).numpy(),
+        }
+        batched = {
+            "(a) export: serving_default on raw columns": lambda: serve(**batch_raw)["probabilities"].numpy(),
+            "(b) bare model: tf.function on encoded rows": lambda: bare(batch_encoded).numpy(),
+            "(c) model.predict on encoded rows": lambda: model.predict(batch_numpy, batch_size=args.batch,
+                                                                       verbose=0),
+            "(d) call floor of (a): a loaded signature with the same inputs that returns zeros":
+                lambda: raw_floor(**batch_raw)["probabilities"].numpy(),
+            "(e) call floor of (b): a tf.function of one tensor that returns zeros":
+                lambda: floor_module.encoded(batch_encoded).numpy(),
+        }
+        for function in [*single.values(), *batched.values()]:  # warm-up: tracing, predict_function
+            for _ in range(5):
+                function()
+
+        names = list(single)
+        export_name, bare_name, predict_name = names[:3]
+        fast = [name for name in names if name != predict_name]  # timed `--calls` times per round
+        latency = {name: [] for name in names}
+        throughput = {name: [] for name in names}
+        gc.collect()
+        gc.disable()
+        try:
+            for round_index in range(args.rounds):
+                for call in range(args.calls):
+                    shift = (round_index + call) % len(fast)
+                    for name in fast[shift:] + fast[:shift]:
+                        latency[name].append(timed(single[name]))
+                latency[predict_name].append(timed(single[predict_name]))
+            for round_index in range(args.batch_rounds):
+                shift = round_index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    throughput[name].append(timed(batched[name]))
+        finally:
+            gc.enable()
+
+    p50 = {name: percentile(values, 50) for name, values in latency.items()}
+    p99 = {name: percentile(values, 99) for name, values in latency.items()}
+    rows_per_second = {name: args.batch / (statistics.median(values) / 1e3) for name, values in throughput.items()}
+    print(f"\n{len(classes)} classes, {preprocessor.output_dim} encoded features ({len(features.numeric)} numeric, "
+          f"{len(features.categorical)} categorical, {len(features.text)} text), model.py MLP "
+          f"{config.model.hidden_units}; export written in {export_seconds:.1f} s, loaded in {load_seconds:.1f} s; "
+          f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs\n")
+    print(f"| method | calls | one row p50 ms | one row p99 ms | p50 ratio to export | "
+          f"batch {args.batch} rows/s | batch time ratio to export |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        print(f"| {name} | {len(latency[name])} | {p50[name]:.3f} | {p99[name]:.3f} | "
+              f"{p50[name] / p50[export_name]:.2f} | {rows_per_second[name]:,.0f} | "
+              f"{rows_per_second[export_name] / rows_per_second[name]:.2f} |")
+
+    over_bare = p50[export_name] / p50[bare_name]
+    over_bare_batch = rows_per_second[bare_name] / rows_per_second[export_name]
+    speedup = p50[predict_name] / p50[export_name]
+    floor_raw, floor_encoded = names[3:]
+    work = (p50[export_name] - p50[floor_raw]) / max(p50[bare_name] - p50[floor_encoded], 1e-9)
+    print(f"\nabove their call floors, one row p50: export {p50[export_name] - p50[floor_raw]:.3f} ms, bare model "
+          f"{p50[bare_name] - p50[floor_encoded]:.3f} ms (ratio {work:.2f}); the export's extra work is the "
+          "preprocessing (string lookups, TF-IDF) and the outputs (softmax(z/T), class name)")
+    print(f"export / bare model, one row p50 = {over_bare:.2f} (target <= 1.5): "
+          f"{'PASS' if over_bare <= 1.5 else 'MISS'}")
+    print(f"export / bare model, batch {args.batch} time = {over_bare_batch:.2f} (target <= 1.5): "
+          f"{'PASS' if over_bare_batch <= 1.5 else 'MISS'}")
+    print(f"model.predict / export, one row p50 = {speedup:.0f}x (target >= 100): "
+          f"{'PASS' if speedup >= 100 else 'MISS'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The benchmark scripts run end to end on tiny sizes and print their tables (timings are never asserted)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name, *args, timeout=300):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def table_rows(stdout):
+    """First cells of the markdown table rows (header and separator excluded), in order."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            rows.append(line.split("|")[1].strip())
+    return rows
+
+
+def verdicts(stdout):
+    return re.findall(r": (PASS|MISS)\b", stdout)
+
+
+def test_cli_startup_prints_every_command_and_both_targets():
+    stdout = run_script("cli_startup.py", "--runs", "1")
+    rows = table_rows(stdout)
+    for command in ("(a) kerasls new tabular-intent --no-input", "(b) cookiecutter --no-input templates/tabular-intent",
+                    "(c) kerasls --help", "(f) python -c pass"):
+        assert command in rows, rows
+    assert len(verdicts(stdout)) == 2, stdout
+
+
+@pytest.mark.slow
+def test_tabular_pipeline_prints_every_pipeline_and_the_one_off_steps():
+    stdout = run_script("tabular_pipeline.py", "--rows", "2000", "--val-rows", "200", "--epochs", "1",
+                        "--eps-rounds", "0")
+    rows = " ".join(table_rows(stdout))
+    for pipeline in ("(a) kerasls: train.py pipeline", "(b1) in-memory: model.fit(tensors, shuffle=True)",
+                     "(b2) in-memory: cached batches", "(c1) peer: TabularPreprocessor in dataset.map",
+                     "(c2) peer: keras FeatureSpace in dataset.map", "(d) kerasls, ε=0.0", "(limit)",
+                     "TabularPreprocessor.adapt", "TabularPreprocessor.encode (once)"):
+        assert pipeline in rows, rows
+    assert len(verdicts(stdout)) == 2, stdout
+
+
+@pytest.mark.slow
+def test_serving_prints_every_method_and_the_three_targets():
+    stdout = run_script("serving.py", "--rows", "1000", "--rounds", "3", "--calls", "2", "--batch", "64",
+                        "--batch-rounds", "2")
+    rows = " ".join(table_rows(stdout))
+    for method in ("(a) export: serving_default on raw columns", "(b) bare model: tf.function on encoded rows",
+                   "(c) model.predict on encoded rows", "(d) call floor of (a)", "(e) call floor of (b)"):
+        assert method in rows, rows
+    assert len(verdicts(stdout)) == 3, stdout
