@@ -49,33 +49,18 @@ def fault_point(name: str) -> None:
 
 def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, drop_remainder=False):
     """Batches of (features, targets) in an order that depends only on (seed, epoch), read from `epoch_variable`
-    when each epoch's iterator starts.
-
-    Each epoch gathers the whole table once in its shuffled order and slices its batches out of that copy: one
-    large copy per epoch instead of a gather per batch, so feeding costs about what replaying cached batches costs
-    (`benchmarks/tabular_pipeline.py`) while every epoch still reshuffles rows. The batches are the consecutive
-    runs of one permutation, as with `indices.batch(batch_size)`.
-    """
+    when each epoch's iterator starts."""
     count = len(features)
     features, targets = tf.constant(features), tf.constant(targets)
-    drop_remainder = drop_remainder and count >= batch_size
-    full = count // batch_size * batch_size
 
-    def shuffled(_):
-        order = tf.random.experimental.stateless_shuffle(
+    def order(_):
+        return tf.random.experimental.stateless_shuffle(
             tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch_variable, tf.int64)]))
-        return tf.gather(features, order), tf.gather(targets, order)
 
-    def batches(rows, row_targets):
-        def in_batches(tensor):
-            return tf.reshape(tensor[:full], [full // batch_size, batch_size, *tensor.shape[1:]])
-
-        dataset = tf.data.Dataset.from_tensor_slices((in_batches(rows), in_batches(row_targets)))
-        if full < count and not drop_remainder:
-            dataset = dataset.concatenate(tf.data.Dataset.from_tensors((rows[full:], row_targets[full:])))
-        return dataset
-
-    return tf.data.Dataset.from_tensors(0).map(shuffled).flat_map(batches).prefetch(tf.data.AUTOTUNE)
+    indices = tf.data.Dataset.from_tensors(0).map(order).unbatch()
+    drop_remainder = drop_remainder and count >= batch_size
+    dataset = indices.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.map(lambda rows: (tf.gather(features, rows), tf.gather(targets, rows))).prefetch(tf.data.AUTOTUNE)
 
 
 class EpochState(keras.callbacks.Callback):
