@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -147,7 +147,7 @@ class TableStream:
     The split names are "train", "val" and "test" ("test" only with `data.test`).
     """
 
-    def __init__(self, data: DataConfig, seed: int, soft=None, text_max_tokens: Optional[int] = None):
+    def __init__(self, data: DataConfig, seed: int, soft=None):
         from kerasls.preprocessing import TabularPreprocessor
 
         if soft is not None and soft.source == "teacher":
@@ -184,11 +184,15 @@ class TableStream:
         wanted = self.features.all_columns() + [self.label] + (self.soft.columns() if self.soft else [])
         return list(dict.fromkeys(wanted))
 
+    def _read(self, split: str, columns):
+        """The chunks of the file of `split`, categorical, text and label columns read as text."""
+        role = split if split != "val" or self.data.val else "train"
+        return read_chunks(self.path(split), self.data.chunk_rows, role, columns=columns,
+                           text_columns=self.features.categorical + self.features.text + [self.label])
+
     def _split_frames(self, split: str, columns=None):
         """Frames of the rows of `split`: a whole val/test file, or the hash-selected rows of the training file."""
-        text = self.features.categorical + self.features.text + [self.label]
-        for frame in read_chunks(self.path(split), self.data.chunk_rows, split if split != "val" or self.data.val
-                                 else "train", columns=columns, text_columns=text):
+        for frame in self._read(split, columns):
             if split in ("train", "val") and not self.data.val:
                 in_val = val_rows(frame.index[0], len(frame), self.seed, self.data.val_fraction)
                 frame = frame[in_val if split == "val" else ~in_val]
@@ -223,9 +227,7 @@ class TableStream:
         adapter = StreamingAdapter(self.preprocessor, self.seed)
         names: Counter = Counter()  # class name -> rows in the whole file (classes come from all its rows)
         train_labels = []  # class indices or names of the training rows, counted once the classes are known
-        columns = self._usable_columns("train")
-        text = self.features.categorical + self.features.text + [self.label]
-        for frame in read_chunks(self.data.train, self.data.chunk_rows, "train", columns=columns, text_columns=text):
+        for frame in self._read("train", self._usable_columns("train")):
             tabular.check_columns(frame, self.features, self.label if self.has_label else None)
             in_val = (np.zeros(len(frame), dtype=bool) if self.data.val
                       else val_rows(frame.index[0], len(frame), self.seed, self.data.val_fraction))
@@ -282,8 +284,7 @@ class TableStream:
                 yield {name: columns[name] for name in features.all_columns()}, (
                     smooth(targets) if smooth else targets)
 
-        signature = ({name: spec for name, spec in self.preprocessor.input_signature().items()},
-                     tf.TensorSpec([None, len(classes)], tf.float32))
+        signature = (self.preprocessor.input_signature(), tf.TensorSpec([None, len(classes)], tf.float32))
         dataset = tf.data.Dataset.from_generator(chunks, output_signature=signature)
         if shuffle:
             seed = tf.constant([self.seed, 0], tf.int64)
