@@ -68,7 +68,7 @@ def main(argv=None):
 
     from kerasls import training
     from kerasls.data import tabular
-    from kerasls.export import export_classifier
+    from kerasls.export import export_classifier, tabular_serving
     from kerasls.preprocessing import TabularPreprocessor
 
     with tempfile.TemporaryDirectory() as temp:
@@ -90,8 +90,7 @@ def main(argv=None):
         start = time.perf_counter()
         export_path = export_classifier(
             project / "runs" / "bench" / "export",
-            logits_fn=lambda inputs: model(preprocessor(inputs), training=False),
-            input_signature=preprocessor.input_signature(),
+            tabular_serving(model, preprocessor),
             tracked=[preprocessor, model],
             classes=classes,
             temperature=1.3,

@@ -1,8 +1,13 @@
 """Compile, callbacks and fit: the parts of a training script that are the same in every project.
 
-The loss is always `CategoricalCrossentropy(label_smoothing=ε, from_logits=True)` on probability-vector targets.
-Smoothed loss is not a measure of the model, so every model also gets an unsmoothed cross-entropy metric named
-`nll` (its validation twin `val_nll` drives checkpoints and early stopping) and `accuracy`.
+The loss is `CategoricalCrossentropy(label_smoothing=ε, from_logits=True)` on probability-vector targets (with
+`prior: class_prior`, the same cross-entropy smoothed toward the class prior inside the loss). Smoothed loss is
+not a measure of the model, so every model also gets metrics on the unsmoothed targets, named for what they are:
+- hard labels (one-hot targets) and distillation (their hard part): `nll` and `accuracy`;
+- distributions (`soft_labels` probabilities or votes): `soft_ce`, the cross-entropy H(q, p) to the target
+  distributions, and `argmax_agreement`, the share of rows whose predicted class is the argmax of q (not the
+  accuracy: that is measured against the observed class, in metrics.json).
+Their validation twin (`val_nll` or `val_soft_ce`, `validation_score`) drives checkpoints and early stopping.
 """
 
 from __future__ import annotations
@@ -74,9 +79,14 @@ def uses_xla(training: TrainingConfig) -> bool:
     return bool(training.jit_compile)
 
 
-def loss_smoothing(targets: TargetsConfig) -> float:
-    """ε for the Keras loss. With `prior: class_prior` the pipeline already smoothed the targets: 0 here."""
-    return 0.0 if targets.prior == "class_prior" else targets.label_smoothing
+def trains_on_distributions(targets: TargetsConfig) -> bool:
+    """Are the training targets per-row distributions (probability or vote columns)?"""
+    return targets.soft_labels is not None and targets.soft_labels.source != "teacher"
+
+
+def validation_score(targets: TargetsConfig) -> str:
+    """The history column that ranks epochs: `val_soft_ce` for distribution targets, else `val_nll`."""
+    return "val_soft_ce" if trains_on_distributions(targets) else "val_nll"
 
 
 def make_optimizer(training: TrainingConfig):
@@ -87,20 +97,30 @@ def make_optimizer(training: TrainingConfig):
     return keras.optimizers.SGD(learning_rate=training.learning_rate, momentum=0.9)
 
 
-def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig) -> keras.Model:
-    """CCE(label_smoothing=ε, from_logits=True) + `nll` and `accuracy`; with a teacher, the distillation loss
-    on packed [hard | teacher] targets (`kerasls.losses`), whose metrics read the hard part."""
-    soft = targets.soft_labels
-    if soft is not None and soft.source == "teacher":
-        from kerasls.losses import DistillationLoss, hard_part_metrics
+def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig,
+                       prior=None) -> keras.Model:
+    """CCE(label_smoothing=ε, from_logits=True) and the metrics of the module docstring; with
+    `targets.prior: class_prior`, `prior` (the training class frequencies π) is where ε goes, inside the loss;
+    with a teacher, the distillation loss on packed [hard | teacher] targets (`kerasls.losses`), whose metrics
+    read the hard part."""
+    from kerasls.losses import DistillationLoss, PriorSmoothedCrossentropy, hard_part_metrics
 
-        loss = DistillationLoss(alpha=soft.alpha, temperature=soft.temperature,
-                                label_smoothing=loss_smoothing(targets))
+    soft, epsilon = targets.soft_labels, targets.label_smoothing
+    if targets.prior == "class_prior" and prior is None:
+        raise ValueError("targets.prior is class_prior: pass the training class frequencies as `prior`")
+    prior = prior if targets.prior == "class_prior" else None
+    if soft is not None and soft.source == "teacher":
+        loss = DistillationLoss(alpha=soft.alpha, temperature=soft.temperature, label_smoothing=epsilon, prior=prior)
         metrics = hard_part_metrics(model.output_shape[-1])
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=loss_smoothing(targets), from_logits=True)
-        metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
-                   keras.metrics.CategoricalAccuracy(name="accuracy")]
+        loss = (PriorSmoothedCrossentropy(epsilon, prior) if prior is not None
+                else keras.losses.CategoricalCrossentropy(label_smoothing=epsilon, from_logits=True))
+        if trains_on_distributions(targets):
+            metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="soft_ce"),
+                       keras.metrics.CategoricalAccuracy(name="argmax_agreement")]
+        else:
+            metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
+                       keras.metrics.CategoricalAccuracy(name="accuracy")]
     output_dtypes = {str(getattr(out, "dtype", "")) for out in getattr(model, "outputs", None) or []}
     low_precision = output_dtypes & {"float16", "bfloat16"}
     if low_precision:
@@ -132,24 +152,26 @@ def epoch_variable():
     return _EPOCH
 
 
-def standard_callbacks(run, training: TrainingConfig, phase="train") -> list:
-    """TensorBoard, best checkpoint and early stopping on val NLL, and `EpochState` (history.csv and exact
-    crash resume; `kerasls.resume`), which must come last so it sees the others' end-of-epoch state."""
+def standard_callbacks(run, training: TrainingConfig, phase="train", monitor="val_nll") -> list:
+    """TensorBoard, best checkpoint and early stopping on `monitor` (`validation_score`), and `EpochState`
+    (history.csv and exact crash resume; `kerasls.resume`), which must come last so it sees the others'
+    end-of-epoch state."""
     from kerasls.resume import EpochState
 
     os.makedirs(run.checkpoints, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(
-        str(run.checkpoints / "best.weights.h5"), monitor="val_nll", mode="min", save_best_only=True,
+        str(run.checkpoints / "best.weights.h5"), monitor=monitor, mode="min", save_best_only=True,
         save_weights_only=True,
     )
     callbacks = [keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False), checkpoint]
     early_stopping = None
     if training.early_stopping:
         early_stopping = keras.callbacks.EarlyStopping(
-            monitor="val_nll", mode="min", patience=training.early_stopping, restore_best_weights=True
+            monitor=monitor, mode="min", patience=training.early_stopping, restore_best_weights=True
         )
         callbacks.append(early_stopping)
-    callbacks.append(EpochState(run.checkpoints / phase, run.history, epoch_variable(), early_stopping, checkpoint))
+    callbacks.append(EpochState(run.checkpoints / phase, run.history, epoch_variable(), early_stopping, checkpoint,
+                                monitor=monitor))
     return callbacks
 
 
@@ -223,13 +245,15 @@ def split_across_replicas(strategy, dataset):
     return strategy.distribute_datasets_from_function(pipeline)
 
 
-def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None, initial_epoch=0, phase="train"):
-    """`model.fit` with the standard callbacks; `epochs`/`initial_epoch`/`phase` continue a run in a second phase.
+def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None, initial_epoch=0, phase="train",
+        monitor="val_nll"):
+    """`model.fit` with the standard callbacks ranking epochs by `monitor`; `epochs`/`initial_epoch`/`phase`
+    continue a run in a second phase.
 
     A model built under `MultiWorkerMirroredStrategy`, where `model.fit` fails (keras#20585), is trained by the
     custom loop of `kerasls.distributed` instead, with the same callbacks, logs and return value.
     """
-    callbacks = standard_callbacks(run, training, phase)
+    callbacks = standard_callbacks(run, training, phase, monitor)
     if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
         from kerasls.distributed import fit_multi_worker
 
@@ -247,16 +271,19 @@ def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None,
     return history
 
 
-def predict_logits(model, features, batch_size=1024) -> np.ndarray:
-    """Logits in float32 for numpy features, or for a `tf.data.Dataset` of (inputs, targets) batches, in order.
+def predict_logits(logits_fn, data, batch_size=1024) -> np.ndarray:
+    """Logits in float32 of `logits_fn` over `data`, in order: a `tf.data.Dataset` of (inputs, targets) batches,
+    or inputs in memory (an array, or a dict of column arrays) cut into batches of `batch_size`.
 
-    Calls the model directly instead of `model.predict`, which costs ~30 ms of set-up per call.
+    For a run's metrics and temperature, `logits_fn` is `Serving.evaluation_function()`: the traced graph the
+    export serves (`kerasls.export.Serving` says why). Never `model.predict`, which costs ~30 ms a call.
     """
-    if isinstance(features, tf.data.Dataset):
-        outputs = [model(inputs, training=False) for inputs, _ in features]
+    if isinstance(data, tf.data.Dataset):
+        outputs = [logits_fn(inputs) for inputs, _ in data]
     else:
-        outputs = [model(features[start:start + batch_size], training=False)
-                   for start in range(0, len(features), batch_size)]
+        rows = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+        outputs = [logits_fn(tf.nest.map_structure(lambda column: column[start:start + batch_size], data))
+                   for start in range(0, rows, batch_size)]
     if not outputs:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+        raise ValueError("predict_logits: `data` holds no rows")
     return np.concatenate([np.asarray(tf.cast(o, tf.float32)) for o in outputs], axis=0)

@@ -104,7 +104,7 @@ def tiny_export(projects) -> Path:
     import keras
     import tensorflow as tf
 
-    from kerasls.export import export_classifier
+    from kerasls.export import Serving, export_classifier
 
     dense = keras.layers.Dense(2)
     dense.build((None, 2))
@@ -114,11 +114,11 @@ def tiny_export(projects) -> Path:
         return dense(tf.stack([inputs["clicks"], device], axis=-1))
 
     export_root = projects.root / "export"
+    signature = {"clicks": tf.TensorSpec([None], tf.float32, name="clicks"),
+                 "device": tf.TensorSpec([None], tf.string, name="device")}
     export_classifier(
-        export_root, logits_fn=logits, tracked=[dense], classes=["browse", "purchase"], temperature=1.0,
-        input_signature={"clicks": tf.TensorSpec([None], tf.float32, name="clicks"),
-                         "device": tf.TensorSpec([None], tf.string, name="device")},
-        metadata={"label": "intent", "label_smoothing": 0.1},
+        export_root, Serving(logits_fn=logits, input_signature=signature), tracked=[dense],
+        classes=["browse", "purchase"], temperature=1.0, metadata={"label": "intent", "label_smoothing": 0.1},
     )
     return export_root
 

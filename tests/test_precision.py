@@ -182,16 +182,15 @@ def test_distillation_loss_is_float32_for_low_precision_logits(dtype):
 
 
 def test_float16_model_exports_float32_probabilities_that_serve(runs, tmp_path):
-    from kerasls.export import export_classifier
+    from kerasls.export import Serving, export_classifier
 
     model, _ = runs["mixed_float16"]
     features, _ = blobs()
     temperature = 1.3
-    export = export_classifier(
-        tmp_path / "export", logits_fn=lambda inputs: model(inputs["features"], training=False),
-        input_signature={"features": tf.TensorSpec([None, FEATURES], tf.float32, name="features")},
-        tracked=[model], classes=["a", "b", "c"], temperature=temperature,
-    )
+    serving = Serving(logits_fn=lambda inputs: model(inputs["features"], training=False),
+                      input_signature={"features": tf.TensorSpec([None, FEATURES], tf.float32, name="features")})
+    export = export_classifier(tmp_path / "export", serving, tracked=[model], classes=["a", "b", "c"],
+                               temperature=temperature)
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     assert serve.structured_outputs["probabilities"].dtype == tf.float32
     out = serve(features=tf.constant(features[:50]))

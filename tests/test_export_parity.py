@@ -1,0 +1,130 @@
+"""Served equals evaluated: the logits a run computes its metrics and temperature from are the logits its export
+serves, to float32 rounding (1e-5), under float32, mixed_bfloat16 and mixed_float16, for both templates' serving
+graphs. The run evaluates through `Serving.evaluation_function()`, the traced graph the export writes; calling
+the model eagerly instead rounds low-precision intermediates op by op, which a CPU with native bfloat16 (or a
+GPU) fuses differently in the graph (measured: 4e-3 in probabilities), so this test fails on such hardware
+when the run evaluates eagerly.
+
+No training: the models keep their seeded initial weights, scaled up so logits span several units and the
+hidden activations are far from zero (where bfloat16 rounding is visible).
+"""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasls import training
+from kerasls.data.images import ImageSet, make_image_dataset
+from kerasls.export import export_classifier, image_serving, tabular_serving
+from kerasls.preprocessing import TabularPreprocessor
+
+REPO = Path(__file__).resolve().parents[1]
+TABULAR_MODEL = REPO / "templates" / "tabular-intent" / "{{cookiecutter.project_slug}}" / "model.py"
+POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
+TEMPERATURE = 1.7
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def tabular_build_model():
+    spec = importlib.util.spec_from_file_location("tabular_template_model_parity", TABULAR_MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_model
+
+
+def raw_columns(rows=300, seed=0):
+    rng = np.random.default_rng(seed)
+    words = np.array(["refund", "card", "lost", "top", "up", "pending", "Transfer!", "café", "ATM"], dtype=object)
+    text = [" ".join(rng.choice(words, rng.integers(0, 6))) for _ in range(rows)]
+    return {
+        "amount": rng.normal(50, 30, rows).astype(np.float32),
+        "minutes": np.where(rng.random(rows) < 0.1, np.nan, rng.gamma(2.0, 3.0, rows)).astype(np.float32),
+        "device": rng.choice(np.array(["mobile", "desktop", "tablet", ""], dtype=object), rows),
+        "message": np.array(text, dtype=object),
+    }
+
+
+def scale_weights(model, factor):
+    for variable in model.trainable_variables:
+        variable.assign(variable * factor)
+
+
+def load_export(path):
+    return tf.saved_model.load(str(path))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_tabular_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
+    keras.mixed_precision.set_global_policy(policy)
+    training.set_seeds(11)
+    columns = raw_columns()
+    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"], text_max_tokens=50)
+    preprocessor.adapt({name: values[:200] for name, values in columns.items()})
+    model = tabular_build_model()(preprocessor.output_dim, 4, SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
+    scale_weights(model, 3.0)
+    serving = tabular_serving(model, preprocessor)
+    held_out = {name: values[200:] for name, values in columns.items()}
+    evaluated = training.predict_logits(serving.evaluation_function(), held_out, batch_size=64)
+
+    path = export_classifier(tmp_path / "export", serving, tracked=[preprocessor, model], classes=list("abcd"),
+                             temperature=TEMPERATURE)
+    serve = load_export(path).signatures["serving_default"]
+    outputs = {name: value.numpy() for name, value in serve(**{name: tf.constant(values) for name, values in
+                                                               held_out.items()}).items()}
+    assert outputs["logits"].dtype == np.float32
+    assert np.abs(evaluated).max() > 1.0  # logits that span units, not a model that outputs ~0
+    np.testing.assert_allclose(outputs["logits"], evaluated, atol=1e-5, rtol=0)
+    expected = tf.nn.softmax(evaluated / TEMPERATURE).numpy()
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_image_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
+    """Evaluation reads files through the tf.data pipeline (decode + resize in `make_image_dataset`); the export
+    decodes the same bytes in its graph. Both feed one traced model function."""
+    keras.mixed_precision.set_global_policy(policy)
+    training.set_seeds(5)
+    rng = np.random.default_rng(5)
+    paths = []
+    for index in range(24):
+        size = (40, 36) if index % 2 else (24, 24)  # shrunk (antialiased) and enlarged
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        path = tmp_path / f"image_{index}.png"
+        path.write_bytes(tf.io.encode_png(pixels).numpy())
+        paths.append(str(path))
+    inputs = keras.Input((32, 32, 3))
+    hidden = keras.layers.Rescaling(1 / 255)(inputs)
+    hidden = keras.layers.Conv2D(16, 3, activation="relu")(hidden)
+    hidden = keras.layers.Conv2D(16, 3, activation="relu")(hidden)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(hidden))
+    scale_weights(model, 4.0)
+    image_set = ImageSet(paths, np.zeros(24, np.int64), np.eye(3, dtype=np.float32)[np.zeros(24, np.int64)],
+                         False, str(tmp_path))
+    serving = image_serving(model, (32, 32), 3)
+    evaluated = training.predict_logits(serving.evaluation_function(),
+                                        make_image_dataset(image_set, (32, 32), 3, batch_size=8))
+
+    path = export_classifier(tmp_path / "export", serving, tracked=[model], classes=["x", "y", "z"],
+                             temperature=TEMPERATURE)
+    loaded = load_export(path)
+    encoded = tf.constant([Path(p).read_bytes() for p in paths])
+    served = loaded.signatures["serving_default"](image_bytes=encoded)
+    assert np.abs(evaluated).max() > 0.5
+    np.testing.assert_allclose(served["logits"].numpy(), evaluated, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(evaluated / TEMPERATURE).numpy(),
+                               atol=1e-5, rtol=0)
+    images = np.stack([image for batch, _ in make_image_dataset(image_set, (32, 32), 3, 8) for image in batch])
+    tensor_served = loaded.signatures["serving_tensor"](images=tf.constant(images))
+    np.testing.assert_allclose(tensor_served["logits"].numpy(), evaluated, atol=1e-5, rtol=0)
