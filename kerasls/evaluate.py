@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from kerasls import results
 from kerasls.data.tabular import class_indices, label_strings, read_table
@@ -33,7 +34,8 @@ def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy
     label = label or metadata.get("label")
     if not label:
         raise KeraslsError(f"{export_dir}: the export does not name its label column; pass --label COLUMN")
-    frame = read_table(data, "data")
+    text_inputs = [name for name, spec in input_specs.items() if spec.dtype == tf.string]
+    frame = read_table(data, "data", literal=[label, *text_inputs])  # the file's own strings, as in training
     if label not in frame.columns:
         raise KeraslsError(f"{data}: label column {label!r} not found; columns are {list(frame.columns)} (pass --label)")
     labels = class_indices(label_strings(frame[label]), classes, np.arange(len(frame)) + 2, str(data),

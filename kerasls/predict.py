@@ -109,7 +109,8 @@ def predict_file(export, inputs, batch_size=1024) -> pd.DataFrame:
     if "image_bytes" in input_specs:
         return predict_images(function, classes, inputs, batch_size=min(batch_size, 256))
     frames = []
+    text_inputs = [name for name, spec in input_specs.items() if spec.dtype == tf.string]
     for path in inputs:
-        frame = read_table(path, "input")
+        frame = read_table(path, "input", literal=text_inputs)  # the file's own strings, as training read them
         frames.append(predict_frame(function, input_specs, classes, frame, batch_size, source=str(path)))
     return pd.concat(frames, ignore_index=True)

@@ -15,8 +15,6 @@ What differs from in-memory tables, and why:
   stratified): a stratified split needs every label before the first batch;
 - rows are shuffled within each chunk of `data.chunk_rows` rows (order depends only on seed, epoch and chunk, so
   resume stays exact), not across the file: shuffle a file that is sorted by label once before training;
-- categorical and text columns are read as text, so "007" stays "007" and serving clients send what the file
-  holds;
 - `targets.soft_labels.teacher` is not supported (teacher logits are cached per row in memory).
 """
 
@@ -39,7 +37,8 @@ MEDIAN_SAMPLE = 100_000  # values per numeric column kept to estimate its median
 
 def read_chunks(path, chunk_rows: int, role="data", columns=None, text_columns=()) -> Iterator[pd.DataFrame]:
     """The table at `path` in frames of at most `chunk_rows` rows; each frame's index is its row numbers in the
-    file (0 = the first data row) and `attrs["path"]` the file, so error messages name the right line."""
+    file (0 = the first data row) and `attrs["path"]` the file, so error messages name the right line. Columns
+    are typed as in memory (`tabular.typed_columns`): `text_columns` stay the file's strings."""
     path = tabular.check_table_path(path, role)
     seen = 0
     try:
@@ -51,11 +50,11 @@ def read_chunks(path, chunk_rows: int, role="data", columns=None, text_columns=(
             frames = (batch.to_pandas() for batch in batches)
         else:
             tabular.check_csv_header(path)
-            frames = pd.read_csv(path, encoding="utf-8", chunksize=chunk_rows, usecols=columns,
-                                 dtype={name: str for name in text_columns})
+            frames = tabular.read_csv_text(path, chunksize=chunk_rows, usecols=columns)
         for frame in frames:
             frame.index = pd.RangeIndex(seen, seen + len(frame))
             frame.attrs["path"] = str(path)
+            frame = tabular.typed_columns(frame, text_columns)
             seen += len(frame)
             yield frame
     except KeraslsError:
@@ -258,6 +257,10 @@ class TableStream:
         """Training class frequencies π (for `targets.prior: class_prior`)."""
         return (self.class_counts / max(self.class_counts.sum(), 1)).astype(np.float32)
 
+    def observed_class(self, split: str) -> str:
+        """"label" when the file of `split` has the label column (observed classes come from it), else "argmax"."""
+        return "label" if self.label in self._usable_columns(split) else "argmax"
+
     def targets(self, split: str):
         """(targets float32 [N, K], labels int64 [N], soft) of a whole split, for metrics and calibration."""
         parts = [result for _, result in self._checked_frames(split)]
@@ -268,11 +271,12 @@ class TableStream:
                 any(p[2] for p in parts))
 
     def dataset(self, split: str, batch_size: int, shuffle=False, drop_remainder=False, epoch=None,
-                smooth=None):
+                smooth=None, encode=True):
         """Batches of (encoded features, targets) of `split`, read from the file every epoch.
 
         `shuffle` permutes each chunk's rows by (seed, `epoch` variable, chunk number); `smooth(targets)`, a
-        function of numpy targets (class-prior smoothing), runs on each training chunk.
+        function of numpy targets (class-prior smoothing), runs on each training chunk. `encode=False` keeps the
+        raw columns, as the export takes them (to evaluate through the served graph).
         """
         import tensorflow as tf
 
@@ -298,9 +302,10 @@ class TableStream:
 
             dataset = dataset.enumerate().map(permute)
         preprocessor = self.preprocessor
-        dataset = dataset.rebatch(ENCODE_ROWS).map(
-            lambda columns, targets: (preprocessor(columns), targets),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if encode:
+            dataset = dataset.rebatch(ENCODE_ROWS).map(
+                lambda columns, targets: (preprocessor(columns), targets),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         rows = self.rows[split]
         drop_remainder = drop_remainder and rows >= batch_size
         batches = rows // batch_size if drop_remainder else -(-rows // batch_size)

@@ -67,15 +67,63 @@ def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
-def read_table(path, role="data") -> pd.DataFrame:
-    """Read a CSV or Parquet file; `role` ("train", "test", ...) only improves the error messages."""
+# pandas' default spellings of a missing value: missing in a numeric column (a string column keeps them as text)
+MISSING_SPELLINGS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def as_text(value) -> str:
+    """A typed value (Parquet) as the text a client would send: 1.0 and 1 are "1"; True is "True"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def typed_columns(frame: pd.DataFrame, literal=()) -> pd.DataFrame:
+    """A table read as text -> numeric columns typed, every other column the file's own strings.
+
+    A column not in `literal` whose present values all read as numbers becomes numeric (pandas' missing-value
+    spellings, e.g. "NA", are missing there). Every other column keeps the strings the file holds, with only the
+    empty cell missing (NaN): "TRUE" stays "TRUE" (pandas would make it True), "007" in a `literal` column stays
+    "007" (pandas: 7), "NA" stays "NA". Training then learns the vocabulary a client of the export sends, since
+    a client sends the values of its source as strings (the serving signature takes strings).
+    """
+    typed = {}
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+            present = column.notna() & (column != "")
+            if name not in literal:
+                values = column.where(~column.isin(MISSING_SPELLINGS))
+                numbers = pd.to_numeric(values, errors="coerce")
+                if present.any() and numbers.notna().sum() == values.notna().sum():
+                    typed[name] = numbers
+                    continue
+            typed[name] = column.where(present)
+        elif name in literal:  # Parquet's typed values
+            typed[name] = column.map(as_text, na_action="ignore").astype(object)
+        else:
+            typed[name] = column
+    result = pd.DataFrame(typed, index=frame.index)
+    result.attrs = dict(frame.attrs)
+    return result
+
+
+def read_csv_text(path, **kwargs) -> pd.DataFrame:
+    """A CSV file with every cell as its text ("" for an empty cell): what `typed_columns` takes."""
+    return pd.read_csv(path, encoding="utf-8", dtype=str, keep_default_na=False, na_filter=False, **kwargs)
+
+
+def read_table(path, role="data", literal=()) -> pd.DataFrame:
+    """Read a CSV or Parquet file (columns typed by `typed_columns`: `literal` columns stay the file's strings);
+    `role` ("train", "test", ...) only improves the error messages."""
     path = check_table_path(path, role)
     try:
         if is_parquet(path):
             frame = pd.read_parquet(path)
         else:
             check_csv_header(path)
-            frame = pd.read_csv(path, encoding="utf-8")
+            frame = read_csv_text(path)
     except KeraslsError:
         raise
     except READ_ERRORS as error:
@@ -83,7 +131,7 @@ def read_table(path, role="data") -> pd.DataFrame:
     if frame.empty:
         raise KeraslsError(f"{path}: has a header but no data rows")
     frame.attrs["path"] = str(path)
-    return frame
+    return typed_columns(frame, literal)
 
 
 def _looks_like_text(values: pd.Series) -> bool:
@@ -152,14 +200,10 @@ def check_columns(frame: pd.DataFrame, features: FeatureColumns, label: Optional
 
 
 def label_strings(column: pd.Series) -> np.ndarray:
-    """Class names as strings: 1.0 and 1 are the same class "1"; booleans become "False"/"True"."""
-    def as_name(value):
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
+    """Class names as strings: the file's text; typed values (Parquet) as `as_text` spells them."""
     if pd.api.types.is_string_dtype(column) and column.notna().all():  # text already (fast path, large tables)
         return column.astype(str).to_numpy(dtype=object)
-    return np.array([as_name(value) for value in column], dtype=object)
+    return np.array([as_text(value) for value in column], dtype=object)
 
 
 def class_indices(names, classes, lines, source: str, not_a_class: str) -> np.ndarray:
@@ -235,15 +279,21 @@ class TabularSplits:
         return self.test if self.test is not None else self.val
 
     def targets(self, frame: pd.DataFrame):
-        """(targets float32 [N, K], hard label indices [N], soft: bool) of one split (see `frame_targets`)."""
+        """(targets float32 [N, K], observed class indices [N], soft: bool) of one split (see `frame_targets`)."""
         return frame_targets(frame, self.classes, self.label, self.soft)
+
+    def observed_class(self, frame: pd.DataFrame) -> str:
+        """Where the observed classes of `frame` come from: "label" (its label column) or "argmax" (of its
+        distributions, when the table has no label column)."""
+        return "label" if self.label in frame.columns else "argmax"
 
 
 def frame_targets(frame: pd.DataFrame, classes, label, soft=None):
-    """(targets float32 [N, K], hard label indices [N], soft: bool) of a table's rows.
+    """(targets float32 [N, K], observed class indices [N], soft: bool) of a table's rows.
 
     One-hot rows for hard labels; with probability/vote columns (`soft`, a SoftLabelsConfig), the row
     distributions (a val/test table without those columns but with the label column is read with hard labels).
+    The observed class is the label column's, or the argmax of the distribution without one (`table_targets`).
     """
     from kerasls.data.soft_labels import table_targets
 
@@ -266,7 +316,9 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
 
     soft = soft if soft is not None and soft.source != "teacher" else None
     soft_columns = soft.columns() if soft else []
-    train = read_table(config.train, "train")
+    # the label and the categorical/text columns are read as the file's strings (see `typed_columns`)
+    literal = [config.label] + (config.features.categorical + config.features.text if config.features else [])
+    train = read_table(config.train, "train", literal)
     has_label = config.label in train.columns or not soft
     features = config.features or infer_features(train, config.label, exclude=soft_columns)
     if not features.all_columns():
@@ -275,9 +327,11 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
     if soft:
         kind = "probability" if soft.probabilities else "vote"
         classes = sorted(soft_column_classes(soft.probabilities or soft.votes, kind, config.train))
-        _, train_labels, _ = table_targets(train, classes, config.label, soft.probabilities, soft.votes,
-                                           soft.vote_smoothing, source=str(config.train))
-        names = [classes[i] for i in train_labels]
+        train_targets, _, _ = table_targets(train, classes, config.label, soft.probabilities, soft.votes,
+                                            soft.vote_smoothing, source=str(config.train))
+        # rows with distributions are split by their most likely class, so a run on votes and a run on the
+        # majority label of the same rows get the same validation rows
+        names = [classes[i] for i in train_targets.argmax(axis=1)]
     else:
         classes = sorted(set(label_strings(train[config.label])))
         names = None
@@ -285,14 +339,15 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
         raise KeraslsError(
             f"{config.train}: label column {config.label!r} has one class only ({classes}); a classifier needs two or more"
         )
+    literal = [config.label] + features.categorical + features.text
     if config.val:
-        val = read_table(config.val, "val")
+        val = read_table(config.val, "val", literal)
         check_columns(val, features, None if soft else config.label)
     else:
         train, val = stratified_split(train, config.label, config.val_fraction, seed, names=names)
     test = None
     if config.test:
-        test = read_table(config.test, "test")
+        test = read_table(config.test, "test", literal)
         check_columns(test, features, None if soft else config.label)
     splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features,
                            label=config.label, soft=soft)
