@@ -9,8 +9,13 @@ Conventions shared by every function:
   [a, b) except the last, which is closed [a, 1], so a confidence of exactly 1.0 falls in the last bin.
 - Logarithms are natural; probabilities are clipped at `EPSILON` = 1e-12 before taking a logarithm.
 
-References: Guo et al. 2017 (ECE, MCE, temperature scaling), Nixon et al. 2019 (adaptive ECE with equal-mass
-bins), Kull et al. 2019 (classwise ECE), Brier 1950.
+References: Guo et al. 2017 (ECE, MCE, temperature scaling), Mukhoti et al. 2020 (AdaECE: top-label ECE with
+equal-mass bins; Nixon et al. 2019 proposed adaptive binning for their classwise ACE), Kull et al. 2019
+(classwise ECE), Brier 1950.
+
+Bin edges come from `np.linspace(0, 1, bins + 1)`, whose interior edges are the nearest floats to b/bins, not
+exact: a confidence that equals the exact fraction (0.2 with 15 bins, say) can land in the bin below the one
+the written interval names, when its nearest float is a hair below the computed edge. It moves one row by one bin.
 """
 
 import math
@@ -142,7 +147,7 @@ def maximum_calibration_error(probs, labels, bins=15):
 
 
 def adaptive_calibration_error(probs, labels, bins=15):
-    """Adaptive (equal-mass) top-label ECE: rows sorted by confidence and cut into `bins` groups with
+    """AdaECE (Mukhoti et al. 2020), top-label ECE over equal-mass bins: rows sorted by confidence and cut into `bins` groups with
     np.array_split (sizes differ by at most one; empty groups when N < bins are skipped), then
     Σ_b |B_b|/N · |acc(B_b) − conf(B_b)|."""
     bins = _check_bins(bins)
@@ -209,43 +214,82 @@ def _nll_at_temperature(logits, labels, temperature):
     return float(-np.mean(log_softmax(logits, temperature)[np.arange(labels.size), labels]))
 
 
-def fit_temperature(logits, labels, bounds=(0.05, 20.0)):
-    """Temperature T (Guo et al. 2017) minimising mean NLL of σ(z/T) on the given (validation) rows.
+def _soft_ce_at_temperature(logits, target_probs, temperature):
+    """Mean H(q, σ(z/T)) = −Σ_k q_k log σ(z/T)_k, computed with log-softmax."""
+    return float(-np.mean(np.sum(target_probs * log_softmax(logits, temperature), axis=1)))
 
-    Golden-section search on log T over `bounds` to a tolerance of 1e-6 in log T (NLL is unimodal in log T, being
-    convex in 1/T), then the two bounds are checked too. Returns 1.0 if the best T does not lower the NLL of T=1.
-    Dividing logits by T > 0 never changes the argmax, so accuracy is unchanged.
-    """
-    logits = _check_matrix(logits, "logits")
-    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+
+def _check_bounds(bounds):
     try:
         low, high = (float(bound) for bound in bounds)
     except (TypeError, ValueError):
         raise ValueError(f"`bounds` must be a pair (low, high) of numbers. Received: bounds={bounds!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
         raise ValueError(f"`bounds` must satisfy 0 < low < high (finite). Received: bounds={bounds!r}")
+    return low, high
 
-    def nll(log_temperature):
-        return _nll_at_temperature(logits, labels, math.exp(log_temperature))
+
+def _minimise_temperature(objective, bounds):
+    """T minimising `objective(T)` over `bounds`: golden-section search on log T to 1e-6, then the two bounds are
+    checked too (both objectives here are unimodal in log T, being convex in 1/T). Returns 1.0 if the best T does
+    not lower the objective at T = 1."""
+    low, high = _check_bounds(bounds)
+
+    def at(log_temperature):
+        return objective(math.exp(log_temperature))
 
     a, b = math.log(low), math.log(high)
     c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    nll_c, nll_d = nll(c), nll(d)
+    value_c, value_d = at(c), at(d)
     while b - a > 1e-6:
-        if nll_c <= nll_d:
-            b, d, nll_d = d, c, nll_c
+        if value_c <= value_d:
+            b, d, value_d = d, c, value_c
             c = b - _GOLDEN * (b - a)
-            nll_c = nll(c)
+            value_c = at(c)
         else:
-            a, c, nll_c = c, d, nll_d
+            a, c, value_c = c, d, value_d
             d = a + _GOLDEN * (b - a)
-            nll_d = nll(d)
-    candidates = [(nll(0.5 * (a + b)), 0.5 * (a + b)), (nll(math.log(low)), math.log(low)),
-                  (nll(math.log(high)), math.log(high))]
-    best_nll, best_log_temperature = min(candidates)
-    if best_nll >= _nll_at_temperature(logits, labels, 1.0):
+            value_d = at(d)
+    candidates = [(at(0.5 * (a + b)), 0.5 * (a + b)), (at(math.log(low)), math.log(low)),
+                  (at(math.log(high)), math.log(high))]
+    best_value, best_log_temperature = min(candidates)
+    if best_value >= objective(1.0):
         return 1.0
     return float(math.exp(best_log_temperature))
+
+
+def fit_temperature(logits, labels, bounds=(0.05, 20.0)):
+    """Temperature T (Guo et al. 2017) minimising mean NLL of σ(z/T) on the given (validation) rows' hard labels.
+
+    Returns 1.0 if no T in `bounds` lowers the NLL of T = 1. Dividing logits by T > 0 never changes the argmax,
+    so accuracy is unchanged.
+    """
+    logits = _check_matrix(logits, "logits")
+    labels = _check_labels(labels, logits.shape[0], logits.shape[1])
+    return _minimise_temperature(lambda t: _nll_at_temperature(logits, labels, t), bounds)
+
+
+def fit_temperature_soft(logits, target_probs, bounds=(0.05, 20.0)):
+    """Temperature T minimising the mean soft cross-entropy H(q, σ(z/T)) to the rows' target distributions q.
+
+    For rows that carry distributions (annotator votes, known probabilities) this is the proper scoring rule for
+    the targets the user gave; fitting T to their argmax instead rewards over-confidence (with 5 overlapping
+    classes: T = 0.12 and a served cross-entropy to q worse than uniform). With one-hot q it equals
+    `fit_temperature`. Returns 1.0 if no T in `bounds` lowers the cross-entropy of T = 1.
+    """
+    logits = _check_matrix(logits, "logits")
+    target_probs = _check_probs(target_probs, "target_probs")
+    if target_probs.shape != logits.shape:
+        raise ValueError(f"`logits` and `target_probs` must have the same shape. "
+                         f"Received: {logits.shape} and {target_probs.shape}")
+    return _minimise_temperature(lambda t: _soft_ce_at_temperature(logits, target_probs, t), bounds)
+
+
+def argmax_ties(target_probs) -> int:
+    """Rows whose largest probability is shared by two or more classes (argmax then takes the lowest index)."""
+    target_probs = np.asarray(target_probs, dtype=np.float64)
+    top = target_probs.max(axis=1, keepdims=True)
+    return int(np.sum(np.sum(np.isclose(target_probs, top, rtol=0.0, atol=1e-9), axis=1) > 1))
 
 
 # ------------------------------------------------------------------------------------ confidence thresholds

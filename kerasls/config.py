@@ -50,8 +50,9 @@ class SoftLabelsConfig(_Section):
     """Where soft targets come from: exactly one of probabilities, votes or teacher.
 
     probabilities / votes: a list of `prob_<class>` / `votes_<class>` columns, or a mapping {class: column}.
-    teacher: an export (`runs/<run>/export`) whose softmax(logits / temperature) is mixed with the hard label:
-    target = alpha · hard + (1 − alpha) · softmax(z_t / T), trained with the T² factor of Hinton et al. 2015.
+    teacher: an export (`runs/<run>/export`) whose softened outputs q_T = softmax(z_t / T) join the hard label in
+    the loss α · CE(hard smoothed by ε, softmax(z)) + (1 − α) · T² · KL(q_T ‖ softmax(z / T)) (Hinton et al.
+    2015; `kerasls.losses`). This equals training on the mixed target α · hard + (1 − α) · q_T only at T = 1.
     """
 
     probabilities: Optional[Union[list[str], dict[str, str]]] = None
@@ -111,6 +112,9 @@ class TrainingConfig(_Section):
 
 class CalibrationConfig(_Section):
     temperature_scaling: bool = True
+    # what T minimises on the validation rows: auto = the soft cross-entropy to their distributions when they carry
+    # them (probability or vote columns), else the NLL of their observed classes; soft / hard force one
+    fit_on: Literal["auto", "soft", "hard"] = "auto"
     bins: int = Field(15, ge=1)
     target_accuracy: float = Field(0.95, gt=0.0, le=1.0)
 
@@ -136,6 +140,10 @@ class TabularConfig(_Section):
                 f"data.features lists the label column {self.data.label!r}: remove it from the features"
             )
         return self
+
+    @model_validator(mode="after")
+    def _fit_on_has_distributions(self):
+        return _check_fit_on(self)
 
 
 class ImageDataConfig(_Section):
@@ -192,6 +200,14 @@ class ImageModelConfig(_Section):
     options: dict[str, Any] = {}
 
 
+def _check_fit_on(config):
+    soft = config.targets.soft_labels
+    if config.calibration.fit_on == "soft" and (soft is None or soft.source == "teacher"):
+        raise ValueError("calibration.fit_on is soft, which needs validation rows with distributions: set "
+                         "targets.soft_labels.probabilities or .votes, or calibration.fit_on: auto or hard")
+    return config
+
+
 class ImageConfig(_Section):
     seed: int = 42
     data: ImageDataConfig = ImageDataConfig()
@@ -201,6 +217,10 @@ class ImageConfig(_Section):
     training: TrainingConfig = TrainingConfig(epochs=20, batch_size=64)
     calibration: CalibrationConfig = CalibrationConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _fit_on_has_distributions(self):
+        return _check_fit_on(self)
 
     def data_view(self):
         """The data section plus the soft-label columns, as `kerasls.data.images.load_image_sets` reads them."""

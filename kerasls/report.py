@@ -21,9 +21,10 @@ from kerasls import calibration
 from kerasls.fileio import atomic_write_bytes, atomic_write_text
 
 ANNOTATE_CONFUSION_UP_TO = 20  # classes; above this the count annotations are dropped
-_LOSS_COLUMNS = ("loss", "val_loss", "nll", "val_nll")
-_ACCURACY_COLUMNS = ("accuracy", "val_accuracy")
-_CURVE_COLOURS = {"loss": "#4c72b0", "nll": "#dd8452", "accuracy": "#55a868"}  # train solid, val dashed
+_LOSS_COLUMNS = ("loss", "val_loss", "nll", "val_nll", "soft_ce", "val_soft_ce")
+_ACCURACY_COLUMNS = ("accuracy", "val_accuracy", "argmax_agreement", "val_argmax_agreement")
+_CURVE_COLOURS = {"loss": "#4c72b0", "nll": "#dd8452", "soft_ce": "#dd8452", "accuracy": "#55a868",
+                  "argmax_agreement": "#55a868"}  # train solid, val dashed
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -116,7 +117,7 @@ def plot_history(history, path):
     epochs = columns["epoch"] + 1 if "epoch" in columns else np.arange(1, length + 1)
     figure = Figure(figsize=(11.0, 4.0), layout="constrained")
     panels = figure.subplots(1, 2)
-    for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (with smoothing) and NLL (without)"),
+    for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (with smoothing); NLL or soft CE (without)"),
                                (panels[1], _ACCURACY_COLUMNS, "accuracy")):
         drawn = [name for name in names if name in columns]
         for name in drawn:
@@ -218,7 +219,9 @@ def _metrics_section(metrics):
     rows = [("accuracy", "accuracy", "accuracy"), ("NLL", "nll", "nll_calibrated"),
             ("ECE", "ece", "ece_calibrated"), ("MCE", "mce", "mce_calibrated"),
             ("Brier", "brier", "brier_calibrated"), ("adaptive ECE", "adaptive_ece", None),
-            ("classwise ECE", "classwise_ece", None)]
+            ("classwise ECE", "classwise_ece", None),
+            ("soft cross-entropy H(q, p)", "soft_ce", "soft_ce_calibrated"),
+            ("soft KL(q ‖ p)", "soft_kl", "soft_kl_calibrated")]
     body = "".join(f"<tr><td>{name}</td><td>{_format(metrics.get(before))}</td>"
                    f"<td>{_format(metrics.get(after)) if after else '—'}</td></tr>"
                    for name, before, after in rows if before in metrics)
@@ -226,17 +229,28 @@ def _metrics_section(metrics):
     details = [("temperature T", _format(temperature)), ("label smoothing ε", _format(metrics.get("label_smoothing"))),
                ("split", _format(metrics.get("split"))), ("n", _format(metrics.get("n"))),
                ("calibration bins", _format(metrics.get("bins"))), ("export", _format(metrics.get("export_path")))]
+    observed = ("the argmax of each row's distribution (the table has no label column"
+                + (f"; {metrics['argmax_ties']} tied rows went to the lowest class index)" if "argmax_ties" in metrics
+                   else ")")
+                if metrics.get("observed_class") == "argmax" else "each row's label column")
+    objective = ("the soft cross-entropy to the validation rows' distributions"
+                 if metrics.get("temperature_fit_on") == "soft" else "the NLL of the validation rows' observed classes")
+    ranking = metrics.get("epoch_score")
     parts = ["<h2>Metrics</h2>",
              f"<table><thead><tr><th>metric</th><th>before temperature</th><th>after temperature</th></tr></thead>"
              f"<tbody>{body}</tbody></table>",
              "<table><tbody>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in details) + "</tbody></table>",
-             '<p class="note">Metrics use hard, unsmoothed labels. ECE is top-label with equal-width bins; '
-             "the temperature was fitted on validation NLL and divides the logits, so accuracy is unchanged.</p>"]
+             f'<p class="note">Accuracy, NLL, ECE, MCE, Brier, the confusion matrix and the automation table use '
+             f"unsmoothed observed classes: {observed}. ECE is top-label with equal-width bins. The temperature "
+             f"minimises {objective} and divides the logits, so accuracy is unchanged."
+             + (" The soft rows compare the probabilities with the rows' own distributions q." if "soft_ce" in metrics
+                else "")
+             + (f" The best epoch was picked by <code>{html.escape(ranking)}</code>." if ranking else "") + "</p>"]
     if metrics.get("temperature_scaling") is False:
         parts.append('<p class="note">Temperature scaling was turned off (calibration.temperature_scaling), '
                      "so T=1.</p>")
     elif temperature is not None and float(temperature) == 1.0:
-        parts.append('<p class="note">Temperature scaling did not lower validation NLL, so T=1 was kept.</p>')
+        parts.append(f'<p class="note">Temperature scaling did not lower {objective}, so T=1 was kept.</p>')
     return "\n".join(parts)
 
 

@@ -1,8 +1,14 @@
 """What a finished run leaves behind: `metrics.json`, `predictions.csv` and `report.html`.
 
-All metrics are computed on hard, unsmoothed labels of the evaluation split (test when given, else val), before
-and after temperature scaling. Files are written atomically, `metrics.json` last among the tables, so a reader
-that finds it finds the rest complete.
+Which truth each number uses:
+- accuracy, NLL, ECE/MCE, Brier, the confusion matrix and the automation table use each row's observed class:
+  its label column when the table has one, else the argmax of its distribution (`observed_class` in
+  metrics.json says which; `argmax_ties` counts rows whose argmax was a tie, given to the lowest class index);
+- rows that carry distributions q also get `soft_ce` = H(q, p) and `soft_kl` = KL(q ‖ p), before and after T;
+- T minimises the soft cross-entropy to the validation distributions when the validation rows carry them, else
+  the NLL of the validation rows' observed classes (`calibration.fit_on`; `temperature_fit_on` says which).
+Files are written atomically, `metrics.json` last among the tables, so a reader that finds it finds the rest
+complete.
 """
 
 from __future__ import annotations
@@ -14,12 +20,38 @@ import numpy as np
 import pandas as pd
 
 from kerasls import calibration, report
+from kerasls.errors import KeraslsError
 from kerasls.fileio import atomic_write_text
 
 
-def fit_temperature(val_logits, val_labels, enabled=True) -> float:
-    """T on validation NLL (Guo et al. 2017); 1.0 when turned off or when it would not lower NLL."""
-    return calibration.fit_temperature(val_logits, val_labels) if enabled else 1.0
+def temperature_objective(fit_on: str, validation_is_soft: bool) -> str:
+    """"soft" or "hard": what T minimises, from `calibration.fit_on` (auto: soft when the validation rows carry
+    distributions)."""
+    if fit_on == "auto":
+        return "soft" if validation_is_soft else "hard"
+    if fit_on == "soft" and not validation_is_soft:
+        raise KeraslsError("calibration.fit_on is soft, but the validation rows carry no distributions (no "
+                           "probability or vote columns); set calibration.fit_on: auto or hard")
+    return fit_on
+
+
+def fit_temperature(val_logits, val_labels, enabled=True, soft_targets=None) -> float:
+    """T on the validation rows: the soft cross-entropy to `soft_targets` when given, else the NLL of the observed
+    classes `val_labels` (Guo et al. 2017); 1.0 when turned off or when no T lowers the objective."""
+    if not enabled:
+        return 1.0
+    if soft_targets is not None:
+        return calibration.fit_temperature_soft(val_logits, soft_targets)
+    return calibration.fit_temperature(val_logits, val_labels)
+
+
+def soft_metrics(logits, soft_targets, temperature, prefix="") -> dict:
+    """`soft_ce` and `soft_kl` to the rows' distributions, before and after T."""
+    before, after = calibration.softmax(logits), calibration.softmax(logits, temperature)
+    return {f"{prefix}soft_ce": calibration.soft_cross_entropy(before, soft_targets),
+            f"{prefix}soft_ce_calibrated": calibration.soft_cross_entropy(after, soft_targets),
+            f"{prefix}soft_kl": calibration.soft_kl(before, soft_targets),
+            f"{prefix}soft_kl_calibrated": calibration.soft_kl(after, soft_targets)}
 
 
 def prediction_table(classes, labels, logits, temperature, row_ids=None) -> pd.DataFrame:
@@ -35,27 +67,42 @@ def prediction_table(classes, labels, logits, temperature, row_ids=None) -> pd.D
 
 def write_results(run, *, classes, labels, logits, temperature, split, label_smoothing, bins=15,
                   target_accuracy=0.95, export_path=None, validation=None, temperature_scaling=True,
-                  row_ids=None, soft_targets=None, extra_metrics=None, title="kerasls run") -> dict:
-    """Metrics on (`labels`, `logits`); `validation=(val_logits, val_labels)` adds `val_nll`, `val_nll_calibrated`
-    (what `kerasls sweep` ranks ε by) and `val_accuracy`."""
+                  row_ids=None, soft_targets=None, observed_class="label", temperature_fit_on="hard",
+                  epoch_score=None, extra_metrics=None, title="kerasls run") -> dict:
+    """Metrics on (`labels`, `logits`) (see the module docstring).
+
+    `validation=(val_logits, val_labels[, val_soft_targets])` adds `val_accuracy`, `val_nll`, `val_nll_calibrated`
+    and, for distributions, `val_soft_ce`/`val_soft_kl` before and after T; `ranking_score` names the one `kerasls
+    sweep` ranks ε by (`val_soft_ce_calibrated` when the validation rows carry distributions, else
+    `val_nll_calibrated`). `soft_targets`: the evaluated rows' distributions, or None. `observed_class`: "label" or
+    "argmax" (where `labels` came from). `epoch_score`: the history column that picked the best epoch.
+    """
     labels = np.asarray(labels)
     metrics = {"classes": list(classes), "split": split}
     metrics.update(calibration.evaluate(logits, labels, temperature=temperature, bins=bins,
                                         target_accuracy=target_accuracy))
     metrics["label_smoothing"] = None if label_smoothing is None else float(label_smoothing)
     metrics["temperature_scaling"] = bool(temperature_scaling)
+    metrics["temperature_fit_on"] = temperature_fit_on
+    metrics["observed_class"] = observed_class
+    if soft_targets is not None and observed_class == "argmax":
+        metrics["argmax_ties"] = calibration.argmax_ties(soft_targets)
+    metrics["ranking_score"] = "val_nll_calibrated"
     if validation is not None:
-        val_logits, val_labels = validation
+        val_logits, val_labels, val_soft = (*validation, None)[:3]
         val_labels = np.asarray(val_labels)
         metrics["val_accuracy"] = float((np.argmax(val_logits, axis=1) == val_labels).mean())
         metrics["val_nll"] = calibration.negative_log_likelihood(calibration.softmax(val_logits), val_labels)
         metrics["val_nll_calibrated"] = calibration.negative_log_likelihood(
             calibration.softmax(val_logits, temperature), val_labels)
+        if val_soft is not None:
+            metrics.update(soft_metrics(val_logits, val_soft, temperature, prefix="val_"))
+            metrics["ranking_score"] = "val_soft_ce_calibrated"
+    if epoch_score is not None:
+        metrics["epoch_score"] = epoch_score
     metrics["export_path"] = str(export_path) if export_path is not None else None
     if soft_targets is not None:  # the evaluated rows carry label distributions: compare to them too
-        probabilities = calibration.softmax(logits)
-        metrics["soft_cross_entropy"] = calibration.soft_cross_entropy(probabilities, soft_targets)
-        metrics["soft_kl"] = calibration.soft_kl(probabilities, soft_targets)
+        metrics.update(soft_metrics(logits, soft_targets, temperature))
     metrics.update(extra_metrics or {})
 
     atomic_write_text(run.predictions, prediction_table(classes, labels, logits, temperature, row_ids).to_csv(index=False))

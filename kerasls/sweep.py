@@ -3,8 +3,10 @@
 
 Each run is the project's own `train.py` with `targets.label_smoothing=ε seed=s` and the user's overrides, in
 `<out>/runs/eps<ε>-seed<s>/`. A run folder that already holds `metrics.json` is reused, so an interrupted sweep
-picks up where it stopped. The recommended ε has the lowest validation NLL after temperature scaling (the
-quantity temperature scaling itself minimises, so the comparison is fair to ε = 0); ties go to the smaller ε.
+picks up where it stopped. The recommended ε has the lowest validation score after temperature scaling, the
+quantity temperature scaling itself minimises, so the comparison is fair to ε = 0: the NLL of the observed
+classes, or for validation rows that carry distributions the soft cross-entropy to them (each run's
+`ranking_score`); ties go to the smaller ε.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ import pandas as pd
 from kerasls.errors import KeraslsError
 from kerasls.fileio import atomic_write_text
 
-COLUMNS = ["accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier", "temperature",
-           "val_nll_calibrated"]
+METRIC_COLUMNS = ["accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier", "temperature"]
+COLUMNS = METRIC_COLUMNS + ["val_nll_calibrated"]  # the ranking column of hard-label runs
+
+
+def ranking_column(metrics: dict) -> str:
+    """The validation score a run is ranked by (`ranking_score` in metrics.json; older runs: val NLL after T)."""
+    return metrics.get("ranking_score", "val_nll_calibrated")
 
 
 def parse_values(text: str) -> list[float]:
@@ -59,9 +66,9 @@ def train_once(project: Path, runs_dir: Path, epsilon: float, seed: int, overrid
     return json.loads((folder / "metrics.json").read_text())
 
 
-def summarise(records: pd.DataFrame) -> pd.DataFrame:
+def summarise(records: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
     """One row per ε: the mean of every metric over seeds and, with more than one seed, its std."""
-    grouped = records.groupby("label_smoothing")[COLUMNS]
+    grouped = records.groupby("label_smoothing")[list(columns)]
     summary = grouped.mean()
     if records["seed"].nunique() > 1:
         summary = summary.join(grouped.std(ddof=1).add_suffix("_std"))
@@ -69,10 +76,10 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def recommend(summary: pd.DataFrame) -> float:
-    """ε with the lowest validation NLL after temperature; ties (within 1e-4) go to the smaller ε."""
-    best = summary["val_nll_calibrated"].min()
-    tied = summary[summary["val_nll_calibrated"] <= best + 1e-4]
+def recommend(summary: pd.DataFrame, score="val_nll_calibrated") -> float:
+    """ε with the lowest validation `score` after temperature; ties (within 1e-4) go to the smaller ε."""
+    best = summary[score].min()
+    tied = summary[summary[score] <= best + 1e-4]
     return float(tied["label_smoothing"].min())
 
 
@@ -92,30 +99,38 @@ def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, conf
         config_file = config or project / "config.yaml"
         base_seed = int(read_yaml(config_file).get("seed", 42)) if config_file.is_file() else 42
     plan = [(epsilon, base_seed + i) for i in range(seeds) for epsilon in values]
-    rows = []
+    rows, score = [], None
     for done, (epsilon, seed) in enumerate(plan):
         echo(progress_line(done, len(plan), f"training ε={epsilon:g} seed={seed} ..."))
         started = time.time()
         metrics = train_once(project, runs_dir, epsilon, seed, list(overrides), config)
+        score = score or ranking_column(metrics)
         rows.append({"label_smoothing": epsilon, "seed": seed, "run": str(runs_dir / run_name(epsilon, seed)),
-                     "seconds": round(time.time() - started, 1), **{key: metrics[key] for key in COLUMNS}})
+                     "seconds": round(time.time() - started, 1),
+                     **{key: metrics[key] for key in dict.fromkeys([*COLUMNS, score])}})
     echo(progress_line(len(plan), len(plan), "done"))
     records = pd.DataFrame(rows)
-    summary = summarise(records)
-    best = recommend(summary)
+    columns = list(dict.fromkeys([*COLUMNS, score]))
+    summary = summarise(records, columns)
+    best = recommend(summary, score)
     atomic_write_text(out / "runs.csv", records.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     split = json.loads((Path(rows[0]["run"]) / "metrics.json").read_text())["split"]
-    write_sweep_report(out, summary, best, split)
+    write_sweep_report(out, summary, best, split, score)
     echo(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    echo(recommendation_sentence(summary, best))
+    echo(recommendation_sentence(summary, best, score))
     return out
 
 
-def recommendation_sentence(summary: pd.DataFrame, best: float) -> str:
+SCORE_NAMES = {"val_nll_calibrated": "validation NLL after temperature scaling",
+               "val_soft_ce_calibrated": "validation soft cross-entropy to the label distributions after temperature "
+                                         "scaling"}
+
+
+def recommendation_sentence(summary: pd.DataFrame, best: float, score="val_nll_calibrated") -> str:
     row = summary[summary["label_smoothing"] == best].iloc[0]
-    return (f"Recommended label_smoothing = {best:g}: lowest validation NLL after temperature scaling "
-            f"({row['val_nll_calibrated']:.4f}), with accuracy {row['accuracy']:.4f} and ECE "
+    return (f"Recommended label_smoothing = {best:g}: lowest {SCORE_NAMES.get(score, score)} "
+            f"({row[score]:.4f}), with accuracy {row['accuracy']:.4f} and ECE "
             f"{row['ece']:.4f} before / {row['ece_calibrated']:.4f} after temperature.")
 
 
@@ -142,7 +157,7 @@ def plot_sweep(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str) -> Path:
+def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str, score="val_nll_calibrated") -> Path:
     import base64
 
     chart = plot_sweep(summary, out / "sweep.png")
@@ -153,20 +168,22 @@ def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str
         value = f"{row[column]:.4f}"
         return f"{value} ± {row[column + '_std']:.4f}" if has_std and column + "_std" in row else value
 
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["ε", "seeds", *COLUMNS])
+    columns = list(dict.fromkeys([*COLUMNS, score]))
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["ε", "seeds", *columns])
     body = "".join(
         "<tr" + (' class="best"' if row["label_smoothing"] == best else "") + ">"
         + f"<td>{row['label_smoothing']:g}</td><td>{int(row['seeds'])}</td>"
-        + "".join(f"<td>{cell(row, c)}</td>" for c in COLUMNS) + "</tr>"
+        + "".join(f"<td>{cell(row, c)}</td>" for c in columns) + "</tr>"
         for _, row in summary.iterrows()
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kerasls label-smoothing sweep</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}tr.best{{background:#e6f4ea;font-weight:bold}}</style>
 </head><body><h1>Label-smoothing sweep</h1>
-<p>{html.escape(recommendation_sentence(summary, best))}</p>
-<p>Accuracy, NLL, ECE and Brier are on the {html.escape(split)} split with hard labels; "calibrated" columns use
-the temperature T fitted on validation NLL. The recommendation uses validation NLL after T.</p>
+<p>{html.escape(recommendation_sentence(summary, best, score))}</p>
+<p>Accuracy, NLL, ECE and Brier are on the {html.escape(split)} split against the observed classes; "calibrated"
+columns use the temperature T fitted on the validation rows. The recommendation ranks ε by
+<code>{html.escape(score)}</code>: {html.escape(SCORE_NAMES.get(score, score))}.</p>
 <table><tr>{header}</tr>{body}</table>
 <p><img alt="accuracy and ECE against label smoothing" src="data:image/png;base64,{image}"></p>
 </body></html>"""

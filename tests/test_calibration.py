@@ -207,6 +207,58 @@ def test_fit_temperature_returns_one_when_no_improvement():
     assert calibration.fit_temperature(logits, labels, bounds=(0.05, 0.5)) == 1.0
 
 
+def grid_search_temperature(objective, low=0.05, high=20.0, points=40001):
+    """An independent scalar search: the best of a dense log-spaced grid, refined on a second grid around it."""
+    grid = np.exp(np.linspace(np.log(low), np.log(high), points))
+    best = grid[np.argmin([objective(t) for t in grid])]
+    fine = np.exp(np.linspace(np.log(best) - 2e-4, np.log(best) + 2e-4, 2001))
+    return float(fine[np.argmin([objective(t) for t in fine])])
+
+
+def soft_objective(logits, q):
+    def objective(temperature):
+        z = logits / temperature
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-np.mean(np.sum(q * (z - np.log(np.exp(z).sum(axis=1, keepdims=True))), axis=1)))
+    return objective
+
+
+def test_fit_temperature_soft_matches_an_independent_search_of_its_objective():
+    """Known p(y|x): the distributions q are softmax(z_true); the model's logits are 2.5x over-confident and a
+    little noisy. T minimising H(q, softmax(z/T)) is near 2.5 and equals a grid search of the same objective."""
+    rng = np.random.default_rng(4)
+    true_logits = rng.normal(0, 1.2, (600, 5))
+    q = calibration.softmax(true_logits)
+    logits = 2.5 * true_logits + rng.normal(0, 0.3, true_logits.shape)
+    fitted = calibration.fit_temperature_soft(logits, q)
+    assert fitted == pytest.approx(grid_search_temperature(soft_objective(logits, q)), abs=1e-3)
+    assert fitted == pytest.approx(2.5, rel=0.1)
+    # one-hot q: the same T as the hard-label fit
+    labels = rng.integers(0, 5, 600)
+    assert calibration.fit_temperature_soft(logits, np.eye(5)[labels]) == pytest.approx(
+        calibration.fit_temperature(logits, labels), rel=1e-4)
+
+
+def test_soft_temperature_is_not_the_argmax_temperature_on_ambiguous_rows():
+    """Fitting T to the argmax of overlapping distributions sharpens the model far below what the
+    distributions support: the failure the soft fit exists for (soft T near 1, argmax T far below 1)."""
+    rng = np.random.default_rng(5)
+    true_logits = rng.normal(0, 0.8, (800, 5))
+    q = calibration.softmax(true_logits)
+    soft_t = calibration.fit_temperature_soft(true_logits, q)
+    argmax_t = calibration.fit_temperature(true_logits, q.argmax(axis=1))
+    assert soft_t == pytest.approx(1.0, abs=0.05)
+    assert argmax_t < 0.5
+    served_soft = calibration.soft_cross_entropy(calibration.softmax(true_logits, soft_t), q)
+    served_argmax = calibration.soft_cross_entropy(calibration.softmax(true_logits, argmax_t), q)
+    assert served_soft < served_argmax
+
+
+def test_argmax_ties_counts_rows_with_a_shared_maximum():
+    q = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.4, 0.2, 0.4], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.8, 0.1]])
+    assert calibration.argmax_ties(q) == 3
+
+
 def test_fit_temperature_checks_bounds():
     # Separable data: NLL falls as T -> 0, so the lower bound wins.
     logits = np.array([[2.0, 0.0], [0.0, 2.0]] * 5)

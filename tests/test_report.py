@@ -70,7 +70,7 @@ def test_threshold_sentence_and_temperature_note(tmp_path):
                              "target_accuracy": 0.95, "smallest_threshold_for_target": 0.8731,
                              "coverage_at_target": 0.4, "accuracy_at_target": 0.95}
     text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
-    assert "did not lower validation NLL, so T=1 was kept" in text
+    assert "did not lower the NLL of the validation rows' observed classes, so T=1 was kept" in text
     assert ("The smallest confidence threshold reaching 95.0% accuracy is 0.8731, automating 40.0% of rows."
             in text)
     assert "<td>0.90</td><td>25.0%</td><td>97.0%</td><td>75</td>" in text

@@ -6,7 +6,7 @@ examples/cifar10h_majority.yaml with the same seed, a fixed number of epochs (no
 otherwise the example configs. Both validation splits are stratified by the most-voted class with the same seed,
 so both runs are evaluated on the same 102 images. On those rows, computed here from predictions.csv and the vote
 counts in labels.csv, the model trained on the votes has the lower cross-entropy against the human label
-distributions, and metrics.json's `soft_cross_entropy` of the votes run is that same number.
+distributions, and metrics.json's `soft_ce` of the votes run is that same number.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def test_votes_model_fits_human_distributions_better_than_majority_model(tmp_pat
     majority_ce = human_cross_entropy(majority_predictions, counts, before)
     votes_metrics = json.loads((votes_run / "metrics.json").read_text(encoding="utf-8"))
     assert votes_metrics["split"] == "val" and votes_metrics["n"] == VAL_ROWS
-    assert votes_metrics["soft_cross_entropy"] == pytest.approx(votes_ce, abs=1e-4)
+    assert votes_metrics["soft_ce"] == pytest.approx(votes_ce, abs=1e-4)
     assert votes_ce + MARGIN < majority_ce, (
         f"cross-entropy against the human votes on {VAL_ROWS} shared validation images: votes model {votes_ce:.4f}, "
         f"majority model {majority_ce:.4f} (expected the votes model lower by more than {MARGIN})"

@@ -97,8 +97,8 @@ def test_probability_columns_train_and_report_soft_metrics(trained_project, tmp_
     probabilities = predictions[[f"prob_{c}" for c in CLASSES]].to_numpy()
     q = test[[f"prob_{c}" for c in CLASSES]].to_numpy()  # bound by name, whatever the listed order
     q = q / q.sum(axis=1, keepdims=True)
-    assert metrics["soft_cross_entropy"] == pytest.approx(float(-(q * np.log(probabilities)).sum(1).mean()), rel=1e-4)
-    assert metrics["soft_kl"] == pytest.approx(metrics["soft_cross_entropy"] + float((q * np.log(q)).sum(1).mean()),
+    assert metrics["soft_ce"] == pytest.approx(float(-(q * np.log(probabilities)).sum(1).mean()), rel=1e-4)
+    assert metrics["soft_kl"] == pytest.approx(metrics["soft_ce"] + float((q * np.log(q)).sum(1).mean()),
                                                abs=1e-4)
     signature = json.loads((Path(metrics["export_path"]) / "assets" / "kerasls.json").read_text())
     import tensorflow as tf_  # the export's inputs: features only, never the probability columns
@@ -124,7 +124,7 @@ def test_vote_counts_with_mapping_and_add_alpha_smoothing(trained_project, tmp_p
     counts = test[[names[c] for c in CLASSES]].to_numpy(float)
     q = (counts + 1.0) / (counts.sum(1, keepdims=True) + 3.0)
     probabilities = pd.read_csv(run / "predictions.csv")[[f"prob_{c}" for c in CLASSES]].to_numpy()
-    assert metrics["soft_cross_entropy"] == pytest.approx(float(-(q * np.log(probabilities)).sum(1).mean()), rel=1e-4)
+    assert metrics["soft_ce"] == pytest.approx(float(-(q * np.log(probabilities)).sum(1).mean()), rel=1e-4)
 
 
 @pytest.mark.parametrize("edit, expected", [

@@ -25,7 +25,7 @@ import pandas as pd
 
 from kerasls import targets as soft_targets
 from kerasls.data.tabular import label_strings, read_table, stratified_split
-from kerasls.data.soft_labels import soft_column_classes, table_targets
+from kerasls.data.soft_labels import observed_from, soft_column_classes, table_targets
 from kerasls.errors import KeraslsError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -36,10 +36,11 @@ class ImageSet:
     """Image files with their targets: `targets[i]` is the class distribution of `paths[i]`."""
 
     paths: list[str]  # absolute
-    labels: np.ndarray  # int64 [N], hard class index (argmax of targets for soft rows)
+    labels: np.ndarray  # int64 [N], observed class: the label column, or argmax of targets without one
     targets: np.ndarray  # float32 [N, K], one-hot for hard labels or row distributions
     soft: bool  # True when the targets came from probability or vote columns
     source: str  # the folder or manifest they came from, for messages
+    observed_class: str = "label"  # where `labels` came from: "label" (column or folder) or "argmax"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -47,7 +48,7 @@ class ImageSet:
     def subset(self, indices) -> "ImageSet":
         indices = np.asarray(indices, dtype=np.int64)
         return ImageSet([self.paths[i] for i in indices], self.labels[indices], self.targets[indices],
-                        self.soft, self.source)
+                        self.soft, self.source, self.observed_class)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,7 +96,8 @@ def read_manifest(path, path_column="path", label_column="label", role="train") 
     `..` or a symlink) is refused. Pass `label_column=None` when targets come from probability or vote columns.
     `role` ("train", "val", "test") only improves the error messages. Line numbers count the header as line 1.
     """
-    return _resolve_manifest(read_table(path, role), path, path_column, label_column)
+    return _resolve_manifest(read_table(path, role, literal=[path_column, label_column]), path, path_column,
+                             label_column)
 
 
 def _resolve_manifest(frame, path, path_column, label_column) -> pd.DataFrame:
@@ -161,7 +163,7 @@ def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
         labels = np.array([index[name] for name in names], dtype=np.int64)
         return ImageSet(paths, labels, soft_targets.one_hot(labels, len(classes)), False, str(value)), classes
 
-    frame = read_table(value, role)
+    frame = read_table(value, role, literal=[config.path_column, config.label_column])
     header = set(frame.columns)
     named = set(columns.values()) if isinstance(columns, dict) else set(columns)
     if kind and classes is not None and not named & header and config.label_column in header:
@@ -176,7 +178,8 @@ def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
         probability_columns=columns if kind == "probability" else None,
         vote_columns=columns if kind == "vote" else None,
         vote_smoothing=getattr(config, "vote_smoothing", 0.0), source=str(value))
-    return ImageSet(list(frame[config.path_column]), labels, targets, soft, str(value)), classes
+    return ImageSet(list(frame[config.path_column]), labels, targets, soft, str(value),
+                    observed_from(frame, config.label_column)), classes
 
 
 def _readable(image_set: ImageSet, skip_corrupt: bool) -> ImageSet:
@@ -195,8 +198,8 @@ def load_image_sets(data_config, seed):
     """Read train/val/test (folders or manifests) -> (train, val, test or None, classes).
 
     Classes come from the training set: its folder names, its sorted label values, or the sorted class suffixes
-    of the probability/vote columns. Without a val set, train is split per hard label (seeded, the rule of
-    `kerasls.data.tabular.stratified_split`). Every image is decoded once up front (`check_images`). A val/test
+    of the probability/vote columns. Without a val set, train is split per class (seeded, the rule of
+    `kerasls.data.tabular.stratified_split`): per label, or per argmax of the distribution for soft targets. Every image is decoded once up front (`check_images`). A val/test
     manifest without the probability/vote columns but with a label column is read with hard labels.
     """
     skip = bool(getattr(data_config, "skip_corrupt", False))
@@ -207,7 +210,9 @@ def load_image_sets(data_config, seed):
     if data_config.val:
         val = _readable(_load_set(data_config.val, "val", data_config, classes)[0], skip)
     else:
-        names = pd.DataFrame({"class": np.asarray(classes, dtype=object)[train.labels]})
+        # stratified by the argmax of the distributions for soft targets (as tables are), else by the label
+        strata = train.targets.argmax(axis=1) if train.soft else train.labels
+        names = pd.DataFrame({"class": np.asarray(classes, dtype=object)[strata]})
         train_rows, val_rows = stratified_split(names, "class", data_config.val_fraction, seed)
         train, val = train.subset(train_rows.index), train.subset(val_rows.index)
         if not len(val):

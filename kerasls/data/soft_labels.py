@@ -43,6 +43,11 @@ def table_targets(frame, classes, label_column, probability_columns=None, vote_c
     Hard labels become one-hot rows. Probability or vote columns are bound to classes by name (`prob_cat` is the
     probability of class "cat", whatever the column order); votes c become (c + α) / (Σc + Kα) with
     α = `vote_smoothing`. Line numbers in messages come from the frame's index (the header is line 1).
+
+    `labels` is each row's observed class, which accuracy, ECE, NLL and Brier are measured against: the label
+    column when the table has it (the class that actually happened, even for rows with distributions), else
+    the argmax of the row's distribution (ties go to the lowest class index; `calibration.argmax_ties` counts
+    them). `observed_from(frame, label_column)` says which.
     """
     if probability_columns and vote_columns:
         raise KeraslsError(f"{source}: set only one of {_KEYS['probability']} and {_KEYS['vote']}")
@@ -69,7 +74,14 @@ def table_targets(frame, classes, label_column, probability_columns=None, vote_c
         if vote_smoothing < 0:
             raise KeraslsError(f"targets.soft_labels.vote_smoothing must be >= 0; got {vote_smoothing}")
         targets = soft_targets.from_votes(values, vote_smoothing)
+    if observed_from(frame, label_column) == "label":
+        return targets, label_indices(frame, classes, label_column, lines, source), True
     return targets, np.argmax(targets, axis=1).astype(np.int64), True
+
+
+def observed_from(frame, label_column) -> str:
+    """"label" when the rows' observed classes come from the label column, "argmax" when from distributions."""
+    return "label" if label_column is not None and label_column in frame.columns else "argmax"
 
 
 def label_indices(frame, classes, label_column, lines, source) -> np.ndarray:

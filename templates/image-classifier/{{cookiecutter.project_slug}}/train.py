@@ -41,14 +41,15 @@ def main(argv):
 
     # ## Targets
     # Probability vectors: one-hot rows for hard labels, or the manifest's distributions (probability or vote
-    # columns). Uniform label smoothing y(1 - ε) + ε/K is applied by the loss, after MixUp/CutMix; since
-    # smoothing is affine, that equals timm's "smooth, then mix". With `prior: class_prior` the targets are
-    # smoothed toward the training class frequencies here instead, and the loss's own smoothing is 0. With a
-    # teacher, targets are packed as [hard | softmax(z_teacher / T)] for the distillation loss.
+    # columns); `labels` are the observed classes (the label column, else the argmax of the distribution) that
+    # accuracy and calibration are measured against. Label smoothing is applied by the loss, after MixUp/CutMix,
+    # so metrics read the unsmoothed targets: y(1 - ε) + ε/K, or y(1 - ε) + ε·π toward the training class
+    # frequencies π with `prior: class_prior`. Smoothing is affine, so smoothing after mixing equals timm's
+    # "smooth, then mix". With a teacher, targets are packed as [hard | softmax(z_teacher / T)] for the
+    # distillation loss.
     epsilon, soft = config.targets.label_smoothing, config.targets.soft_labels
-    if config.targets.prior == "class_prior":
-        prior = targets.class_prior(train_set.labels, len(classes))
-        train_set.targets = targets.class_prior_smooth(train_set.targets, epsilon, prior)
+    prior = targets.class_prior(train_set.labels, len(classes))
+    val_distributions = val_set.targets if val_set.soft else None
     if soft is not None and soft.source == "teacher":
         for image_set in (train_set, val_set):
             logits = teacher.image_teacher_logits(soft.teacher, classes, image_set)
@@ -73,33 +74,42 @@ def main(argv):
     val_data, eval_data = evaluation_data(val_set), evaluation_data(eval_set)
 
     # ## Model
-    # model.py's backbone and head, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True),
-    # an unsmoothed cross-entropy metric (`nll`) and accuracy.
+    # model.py's backbone and head, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True)
+    # and metrics on the unsmoothed targets: `nll` and `accuracy` for hard labels, `soft_ce` and
+    # `argmax_agreement` for probability or vote columns (kerasls.training).
     with strategy.scope():
         model = build_model((*image_size, channels), len(classes), config.model)
-        training.compile_classifier(model, config.training, config.targets)
+        training.compile_classifier(model, config.training, config.targets, prior=prior)
     model.summary()
 
     # ## Training
-    # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on validation NLL, and
-    # per-epoch crash-safe state (kerasls.resume). With a frozen backbone, a second phase unfreezes it at a
-    # lower learning rate.
-    history = training.fit(model, train_data, val_data, config.training, run_folder)
+    # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on the validation score
+    # (`val_nll`, or `val_soft_ce` for label distributions), and per-epoch crash-safe state (kerasls.resume).
+    # With a frozen backbone, a second phase unfreezes it at a lower learning rate.
+    epoch_score = training.validation_score(config.targets)
+    history = training.fit(model, train_data, val_data, config.training, run_folder, monitor=epoch_score)
     if config.model.freeze_backbone and config.model.fine_tune_epochs:
         for layer in model.layers:
             layer.trainable = True
         fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
         with strategy.scope():
-            training.compile_classifier(model, fine_tuning, config.targets)
+            training.compile_classifier(model, fine_tuning, config.targets, prior=prior)
         done = len(history.epoch)
         training.fit(model, train_data, val_data, fine_tuning, run_folder,
-                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done, phase="fine_tune")
+                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done, phase="fine_tune",
+                     monitor=epoch_score)
 
     # ## Calibration
-    # One temperature T fitted on validation NLL; metrics on hard, unsmoothed labels of test (or validation).
-    val_logits = training.predict_logits(model, val_data)
-    temperature = results.fit_temperature(val_logits, val_set.labels, enabled=config.calibration.temperature_scaling)
-    eval_logits = training.predict_logits(model, eval_data)
+    # The graph the export will serve, traced once; validation and test logits come from it, so the temperature
+    # and the metrics describe exactly what is served, also under mixed precision. One temperature T fitted on
+    # the NLL of the validation images' observed classes, or the soft cross-entropy to their distributions when
+    # they carry them (calibration.fit_on); metrics on the unsmoothed observed classes of test (or validation).
+    serving = image_serving(model, image_size, channels)
+    val_logits = training.predict_logits(serving.evaluation_function(), val_data)
+    fit_on = results.temperature_objective(config.calibration.fit_on, val_distributions is not None)
+    temperature = results.fit_temperature(val_logits, val_set.labels, enabled=config.calibration.temperature_scaling,
+                                          soft_targets=val_distributions if fit_on == "soft" else None)
+    eval_logits = training.predict_logits(serving.evaluation_function(), eval_data)
 
     # ## Export
     # A SavedModel whose `serving_default` takes encoded image bytes (decoded and resized in the graph, as in
@@ -107,7 +117,7 @@ def main(argv):
     export_path = None
     if config.export.enabled:
         export_path = export_classifier(
-            run_folder.export_root, **image_serving(model, image_size, channels), tracked=[model],
+            run_folder.export_root, serving, tracked=[model],
             classes=classes, temperature=temperature, metadata={"label_smoothing": epsilon},
         )
         print(f"export: {export_path}")
@@ -118,8 +128,10 @@ def main(argv):
         run_folder, classes=classes, labels=eval_set.labels, logits=eval_logits, temperature=temperature,
         split=eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
         target_accuracy=config.calibration.target_accuracy, export_path=export_path,
-        validation=(val_logits, val_set.labels), temperature_scaling=config.calibration.temperature_scaling,
-        row_ids=eval_set.paths, soft_targets=eval_set.targets if eval_set.soft else None, title="{{ cookiecutter.project_name }}",
+        validation=(val_logits, val_set.labels, val_distributions),
+        temperature_scaling=config.calibration.temperature_scaling, temperature_fit_on=fit_on,
+        row_ids=eval_set.paths, soft_targets=eval_set.targets if eval_set.soft else None,
+        observed_class=eval_set.observed_class, epoch_score=epoch_score, title="{{ cookiecutter.project_name }}",
     )
     print(results.headline(metrics))
     print(f"run: {run_folder.path}")
