@@ -1,13 +1,15 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and make:
 #   make demo   creates .venv, installs kerasls, generates demo/ from the tabular-intent template, trains it,
 #               exports it and serves one row from the export
-#   make test   creates .venv, installs kerasls with test extras, runs the test suite
+#   make test   creates .venv, installs kerasls with test extras, runs the house rules (ruff, import-linter)
+#               and the whole test suite (about 20 minutes on 2 cores)
+#   make test-fast   the house rules and the tests that train nothing (no `e2e` or `slow` mark; under 3 minutes)
 #   make benchmarks  runs every script in benchmarks/ (about 15 minutes on 2 cores; prints ratio tables)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast benchmarks clean
+.PHONY: demo lint test test-fast benchmarks clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +27,15 @@ demo: $(BIN)/.installed
 	echo; echo "headline metrics:"; grep -E '^(test|val) n=' demo/.last_train.log; \
 	echo "report: $$run/report.html"
 
-test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
-test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m "not slow"
+test: lint
+	$(BIN)/python -m pytest -q --durations=20
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not e2e and not slow" --durations=10
 
 benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/tabular_pipeline.py

@@ -65,11 +65,11 @@ def make_table(path: Path, rows: int, seed: int, block=250_000) -> None:
 
 def child(train: str, val: str, test: str, batch_size: int) -> dict:
     """One size, in its own process: the streaming part of train.py, timed; returns the measurements."""
-    from kerasls import training
+    import keras
+
+    from kerasls import results, training
     from kerasls.config import DataConfig, TabularModelConfig, TargetsConfig, TrainingConfig
     from kerasls.data import streaming
-
-    import keras
 
     data = DataConfig(train=train, val=val, test=test, label="intent", streaming=True)
     start = time.perf_counter()
@@ -93,7 +93,7 @@ def child(train: str, val: str, test: str, batch_size: int) -> dict:
     fit = time.perf_counter() - start
 
     start = time.perf_counter()
-    logits = [training.predict_logits(model, stream.dataset(split, batch_size)) for split in ("val", "test")]
+    logits = [results.predict_logits(model, stream.dataset(split, batch_size)) for split in ("val", "test")]
     predict = time.perf_counter() - start
     assert sum(len(part) for part in logits) == 2 * HELD_OUT_ROWS
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -39,7 +39,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from tabular_pipeline import project_config, render_project  # noqa: E402
 
 
@@ -67,30 +66,23 @@ def main(argv=None):
     import tensorflow as tf
 
     from kerasls import training
-    from kerasls.data import tabular
-    from kerasls.export import export_classifier, tabular_serving
-    from kerasls.preprocessing import TabularPreprocessor
+    from kerasls.export import export_classifier
+    from kerasls.table_feed import TableFeed
 
     with tempfile.TemporaryDirectory() as temp:
         project, model_module = render_project(Path(temp), args.rows, max(args.batch, 200))
         config = project_config(project, batch_size=min(256, args.rows))
         training.set_seeds(config.seed)
-        splits = tabular.load_splits(config.data, seed=config.seed)
-        features, classes = splits.features, splits.classes
-        preprocessor = TabularPreprocessor(features.numeric, features.categorical, features.text,
-                                           text_max_tokens=config.data.text_max_tokens)
-        preprocessor.adapt(tabular.column_arrays(splits.train, features))
-        x_train = preprocessor.encode(tabular.column_arrays(splits.train, features))
-        t_train, _, _ = splits.targets(splits.train)
-        model = model_module.build_model(preprocessor.output_dim, len(classes), config.model)
+        feed = TableFeed(config)
+        features, classes, preprocessor = feed.features, feed.classes, feed.preprocessor
+        model = model_module.build_model(feed.input_dim, len(classes), config.model)
         training.compile_classifier(model, config.training, config.targets)
-        model.fit(training.make_dataset(x_train, t_train, config.training.batch_size, shuffle=True,
-                                        drop_remainder=config.training.jit_compile is not False),
+        model.fit(feed.train_dataset(config.training.batch_size, config.training.jit_compile is not False),
                   epochs=args.train_epochs, shuffle=False, verbose=0)
         start = time.perf_counter()
         export_path = export_classifier(
             project / "runs" / "bench" / "export",
-            tabular_serving(model, preprocessor),
+            feed.serving(model),
             tracked=[preprocessor, model],
             classes=classes,
             temperature=1.3,
@@ -101,7 +93,7 @@ def main(argv=None):
         serve = tf.saved_model.load(str(export_path)).signatures["serving_default"]
         load_seconds = time.perf_counter() - start
 
-        raw = tabular.column_arrays(splits.val.head(args.batch), features)
+        raw = {name: values[:args.batch] for name, values in feed.raw_columns("val").items()}
         specs = preprocessor.input_signature()
 
         def raw_tensors(stop):

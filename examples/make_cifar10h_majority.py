@@ -61,7 +61,8 @@ def make_majority_manifest(output_dir, source_dir=DEFAULT_SOURCE) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="new folder for labels.csv (with `majority`) and images/")
-    parser.add_argument("--source", default=str(DEFAULT_SOURCE), help=f"CIFAR-10H subset folder (default {DEFAULT_SOURCE})")
+    parser.add_argument("--source", default=str(DEFAULT_SOURCE),
+                        help=f"CIFAR-10H subset folder (default {DEFAULT_SOURCE})")
     args = parser.parse_args(argv)
     try:
         manifest = make_majority_manifest(args.output_dir, args.source)

@@ -147,8 +147,8 @@ def maximum_calibration_error(probs, labels, bins=15):
 
 
 def adaptive_calibration_error(probs, labels, bins=15):
-    """AdaECE (Mukhoti et al. 2020), top-label ECE over equal-mass bins: rows sorted by confidence and cut into `bins` groups with
-    np.array_split (sizes differ by at most one; empty groups when N < bins are skipped), then
+    """AdaECE (Mukhoti et al. 2020), top-label ECE over equal-mass bins: rows sorted by confidence and cut into
+    `bins` groups with np.array_split (sizes differ by at most one; empty groups when N < bins are skipped), then
     Σ_b |B_b|/N · |acc(B_b) − conf(B_b)|."""
     bins = _check_bins(bins)
     probs, labels = _check_inputs(probs, labels)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from kerasls import __version__
 from kerasls.errors import KeraslsError, run_with_clear_errors
@@ -32,7 +31,8 @@ def _cmd_new(args) -> int:
     for item in args.variables:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise KeraslsError(f"template variable {item!r} is not of the form key=value (e.g. project_slug=my_intents)")
+            raise KeraslsError(f"template variable {item!r} is not of the form key=value "
+                               "(e.g. project_slug=my_intents)")
         extra[key] = value
     project = render_template(args.template, output_dir=args.output_dir, extra_context=extra,
                               no_input=args.no_input, force=args.force)
@@ -46,6 +46,7 @@ TRUST_NOTE = ("note: a SavedModel is a program (a TensorFlow graph), not data: l
 
 
 def _cmd_predict(args) -> int:
+    import kerasls.startup  # noqa: F401  (TensorFlow without its start-up lines)
     from kerasls.predict import predict_file  # imports TensorFlow
 
     frame = predict_file(args.export, args.inputs, batch_size=args.batch_size)
@@ -61,6 +62,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    import kerasls.startup  # noqa: F401  (TensorFlow without its start-up lines)
     from kerasls.evaluate import evaluate_export  # imports TensorFlow
     from kerasls.results import headline
 

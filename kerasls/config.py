@@ -99,6 +99,9 @@ class TrainingConfig(_Section):
     batch_size: int = Field(256, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     learning_rate: float = Field(1e-3, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to 0 over the epochs, after warm-up
+    warmup_epochs: int = Field(0, ge=0)  # linear warm-up from 0 (cosine schedule only)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
     weight_decay: float = Field(1e-4, ge=0.0)
     early_stopping: int = Field(5, ge=0)  # patience in epochs on val NLL; 0 turns it off
     mixed_precision: bool = False
@@ -108,6 +111,16 @@ class TrainingConfig(_Section):
     distribute: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     deterministic: bool = False
     verbose: Literal[0, 1, 2] = 1
+
+    @model_validator(mode="after")
+    def _warmup_needs_a_schedule(self):
+        if self.warmup_epochs and self.lr_schedule == "constant":
+            raise ValueError(f"training.warmup_epochs={self.warmup_epochs} needs training.lr_schedule: cosine "
+                             "(warm-up ramps into the schedule)")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"training.warmup_epochs={self.warmup_epochs} must be below training.epochs="
+                             f"{self.epochs}")
+        return self
 
 
 class CalibrationConfig(_Section):
@@ -123,7 +136,19 @@ class ExportConfig(_Section):
     enabled: bool = True
 
 
-class TabularConfig(_Section):
+class _RunSection(_Section):
+    """What both templates' configs check across sections."""
+
+    @model_validator(mode="after")
+    def _fit_on_has_distributions(self):
+        soft = self.targets.soft_labels
+        if self.calibration.fit_on == "soft" and (soft is None or soft.source == "teacher"):
+            raise ValueError("calibration.fit_on is soft, which needs validation rows with distributions: set "
+                             "targets.soft_labels.probabilities or .votes, or calibration.fit_on: auto or hard")
+        return self
+
+
+class TabularConfig(_RunSection):
     seed: int = 42
     data: DataConfig = DataConfig()
     targets: TargetsConfig = TargetsConfig()
@@ -140,10 +165,6 @@ class TabularConfig(_Section):
                 f"data.features lists the label column {self.data.label!r}: remove it from the features"
             )
         return self
-
-    @model_validator(mode="after")
-    def _fit_on_has_distributions(self):
-        return _check_fit_on(self)
 
 
 class ImageDataConfig(_Section):
@@ -200,15 +221,7 @@ class ImageModelConfig(_Section):
     options: dict[str, Any] = {}
 
 
-def _check_fit_on(config):
-    soft = config.targets.soft_labels
-    if config.calibration.fit_on == "soft" and (soft is None or soft.source == "teacher"):
-        raise ValueError("calibration.fit_on is soft, which needs validation rows with distributions: set "
-                         "targets.soft_labels.probabilities or .votes, or calibration.fit_on: auto or hard")
-    return config
-
-
-class ImageConfig(_Section):
+class ImageConfig(_RunSection):
     seed: int = 42
     data: ImageDataConfig = ImageDataConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -217,22 +230,6 @@ class ImageConfig(_Section):
     training: TrainingConfig = TrainingConfig(epochs=20, batch_size=64)
     calibration: CalibrationConfig = CalibrationConfig()
     export: ExportConfig = ExportConfig()
-
-    @model_validator(mode="after")
-    def _fit_on_has_distributions(self):
-        return _check_fit_on(self)
-
-    def data_view(self):
-        """The data section plus the soft-label columns, as `kerasls.data.images.load_image_sets` reads them."""
-        from types import SimpleNamespace
-
-        soft = self.targets.soft_labels
-        return SimpleNamespace(
-            **self.data.model_dump(),
-            probability_columns=soft.probabilities if soft else None,
-            vote_columns=soft.votes if soft else None,
-            vote_smoothing=soft.vote_smoothing if soft else 0.0,
-        )
 
 
 SCHEMAS = {"tabular": TabularConfig, "image": ImageConfig}

@@ -7,7 +7,7 @@ history.csv, TensorBoard, best checkpoint and early stopping on `val_nll`, `kera
 `keras.callbacks.CallbackList`, with the same log keys as `model.fit` (loss, nll, accuracy and their `val_`
 twins) and returns the same `keras.callbacks.History`.
 
-What one step computes: `training.split_across_replicas` splits each global batch of the training dataset across the
+What one step computes: `replicas.split_across_replicas` splits each global batch of the training dataset across the
 replicas (every worker runs the whole input pipeline and keeps its part of each batch). Each replica's loss is Σ
 per-example loss / (examples in the global batch) plus the regularization losses / replicas; the optimizer sums the
 replicas' gradients, so a step equals the one-device step on the same global batch up to the order of float
@@ -30,8 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasls.cluster import cluster_task
 from kerasls.errors import KeraslsError
-from kerasls.training import split_across_replicas
+from kerasls.replicas import split_across_replicas
 
 # Sums of one batch (or of an epoch so far), in this order; `count` is the number of examples.
 _SUMS = ("loss", "nll", "accuracy", "count")
@@ -40,8 +41,6 @@ _SUMS = ("loss", "nll", "accuracy", "count")
 def multi_worker_strategy():
     """`MultiWorkerMirroredStrategy` over the workers of TF_CONFIG, with a clear error for a missing TF_CONFIG or
     a strategy made after other TensorFlow work."""
-    from kerasls.run import cluster_task
-
     cluster_task()  # TF_CONFIG is present and names this task
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -53,9 +52,14 @@ def multi_worker_strategy():
                            f"{error})") from None
 
 
-def fit_multi_worker(model, train_data, val_data, epochs, initial_epoch=0, callbacks=(), verbose=1):
+def fit_multi_worker(model, train_data, val_data, epochs, initial_epoch=0, callbacks=(), verbose=1,
+                     metric_names=("nll", "accuracy")):
     """Train `model` (built and compiled in the strategy's scope) like `model.fit(train_data,
-    validation_data=val_data, epochs=..., initial_epoch=..., callbacks=...)`; returns the `History`."""
+    validation_data=val_data, epochs=..., initial_epoch=..., callbacks=...)`; returns the `History`.
+
+    `metric_names` name the unsmoothed cross-entropy and the argmax agreement in the logs, as the model's
+    compiled metrics do (`training.compile_classifier`: nll/accuracy, or soft_ce/argmax_agreement)."""
+    names = {"nll": metric_names[0], "accuracy": metric_names[1]}
     strategy = model.distribute_strategy
     with strategy.scope():
         if not model.optimizer.built:
@@ -74,9 +78,9 @@ def fit_multi_worker(model, train_data, val_data, epochs, initial_epoch=0, callb
     epoch_logs = None
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)  # sets the epoch the shuffled dataset reads: before iterating it
-        epoch_logs = _train_epoch(train_step, distributed_data, callback_list)
+        epoch_logs = _renamed(_train_epoch(train_step, distributed_data, callback_list), names)
         if val_data is not None:
-            epoch_logs.update({f"val_{key}": value for key, value in evaluate(val_data).items()})
+            epoch_logs.update({f"val_{key}": value for key, value in _renamed(evaluate(val_data), names).items()})
         epoch_logs = dict(sorted(epoch_logs.items()))  # model.fit's order
         callback_list.on_epoch_end(epoch, epoch_logs)
         if _chief_says(strategy, model.stop_training):  # every worker stops at the same epoch
@@ -85,6 +89,10 @@ def fit_multi_worker(model, train_data, val_data, epochs, initial_epoch=0, callb
     callback_list.on_train_end(logs=epoch_logs)  # early stopping restores the best weights here
     _take_chief_state(strategy, model, 0)
     return next(c for c in callback_list.callbacks if isinstance(c, keras.callbacks.History))
+
+
+def _renamed(logs: dict, names: dict) -> dict:
+    return {names.get(key, key): value for key, value in logs.items()}
 
 
 def _train_epoch(train_step, distributed_data, callback_list) -> dict:

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasls import results
-from kerasls.data.tabular import class_indices, label_strings, read_table
+from kerasls.data.labels import class_indices, label_strings
+from kerasls.data.tabular import read_table
 from kerasls.errors import KeraslsError
 from kerasls.export import METADATA_FILE, load_serving_function, resolve_export
 from kerasls.predict import serving_inputs
@@ -37,14 +38,16 @@ def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy
     text_inputs = [name for name, spec in input_specs.items() if spec.dtype == tf.string]
     frame = read_table(data, "data", literal=[label, *text_inputs])  # the file's own strings, as in training
     if label not in frame.columns:
-        raise KeraslsError(f"{data}: label column {label!r} not found; columns are {list(frame.columns)} (pass --label)")
+        raise KeraslsError(f"{data}: label column {label!r} not found; columns are {list(frame.columns)} "
+                           "(pass --label)")
     labels = class_indices(label_strings(frame[label]), classes, np.arange(len(frame)) + 2, str(data),
                            f"is not a class of the export {classes}")
     logits = np.concatenate([
         function(**serving_inputs(frame.iloc[start:start + batch_size], input_specs, str(data)))["logits"].numpy()
         for start in range(0, len(frame), batch_size)
     ])
-    out = Path(out) if out else Path("evaluations") / f"{Path(data).stem}-{export_dir.parent.parent.name}-v{export_dir.name}"
+    default_name = f"{Path(data).stem}-{export_dir.parent.parent.name}-v{export_dir.name}"
+    out = Path(out) if out else Path("evaluations") / default_name
     if (out / "metrics.json").exists():
         raise KeraslsError(f"{out} already holds an evaluation; pass another -o folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,7 @@ def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy
         RunFolder(out.resolve()), classes=classes, labels=labels, logits=logits,
         temperature=float(metadata.get("temperature", 1.0)), split=Path(data).name,
         label_smoothing=metadata.get("label_smoothing"), bins=bins,
-        target_accuracy=target_accuracy, export_path=export_dir, title=f"Evaluation of {export_dir} on {Path(data).name}",
+        target_accuracy=target_accuracy, export_path=export_dir,
+        title=f"Evaluation of {export_dir} on {Path(data).name}",
     )
     return metrics, out

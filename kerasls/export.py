@@ -4,7 +4,7 @@ An export is a numbered folder `export/<version>/` as TF Serving expects. It is 
 folder and renamed to the next free version number when complete, so a serving system watching the folder
 never sees a half-written model, and an existing version is never overwritten.
 
-Signature `serving_default` (the contract in DESIGN.md):
+Signature `serving_default` (the contract users and TF Serving rely on; README "Serving"):
     inputs:  the raw columns by name (rank-1 float32 or string) or `image_bytes`
     outputs: probabilities [N, K] float32 (softmax(logits / T)), class_id int64, class_name string,
              confidence float32, and logits [N, K] float32 (before temperature, for recalibration)
@@ -23,7 +23,21 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from kerasls.data.images import decode_image
 from kerasls.errors import KeraslsError
+from kerasls.faults import fault_point
+
+# Prepended to a serving script run in a subprocess (tests, a generated project's own test): importing keras or
+# kerasls there fails, so a script that passes proves the export serves with TensorFlow alone.
+KERAS_IMPORT_BLOCKER = r"""
+import builtins, json, sys
+real_import = builtins.__import__
+def guarded_import(name, *args, **kwargs):
+    if name.split(".")[0] in ("keras", "kerasls"):
+        raise ImportError("serving must not import " + name)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = guarded_import
+"""
 
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "kerasls.json"  # temperature, classes, label column, label smoothing: read by `kerasls evaluate`
@@ -65,7 +79,9 @@ def tabular_serving(model, preprocessor) -> Serving:
 
 def next_version(export_root) -> int:
     export_root = Path(export_root)
-    versions = [int(p.name) for p in export_root.iterdir() if p.is_dir() and p.name.isdigit()] if export_root.exists() else []
+    if not export_root.exists():
+        return 1
+    versions = [int(p.name) for p in export_root.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -111,8 +127,6 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
         (temp_dir / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
         description = {"classes": [str(c) for c in classes], "temperature": float(temperature), **(metadata or {})}
         (temp_dir / "assets" / METADATA_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        from kerasls.resume import fault_point
-
         fault_point("export")  # written but not yet renamed: no numbered version may appear
         while True:
             version_dir = export_root / str(next_version(export_root))
@@ -147,7 +161,7 @@ def resolve_export(path) -> Path:
     if (path / "saved_model.pb").is_file():
         return path
     if path.is_dir():
-        versions = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()))
+        versions = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
         if versions:
             return path / str(versions[-1])
     raise KeraslsError(f"{path}: not a SavedModel export (no saved_model.pb); pass runs/<run>/export/<version>")
@@ -169,8 +183,6 @@ def image_serving(model, image_size, channels) -> Serving:
     decoded and resized in the graph exactly as training did; `serving_tensor` takes `images`, float32
     [N, H, W, C] in [0, 255]. Both run one traced model function, which is also what the run evaluates with
     (its datasets hold decoded images)."""
-    from kerasls.data.images import decode_image
-
     height, width = image_size
     images_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="images")
     model_logits = traced(lambda images: model(images, training=False), images_spec)

@@ -100,4 +100,5 @@ def hard_part_metrics(num_classes):
         hard = y_true[:, :num_classes]
         return ops.cast(ops.equal(ops.argmax(hard, axis=-1), ops.argmax(logits, axis=-1)), "float32")
 
-    return [keras.metrics.MeanMetricWrapper(nll, name="nll"), keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")]
+    return [keras.metrics.MeanMetricWrapper(nll, name="nll"),
+            keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from kerasls.data.images import IMAGE_SUFFIXES
 from kerasls.data.tabular import read_table
 from kerasls.errors import KeraslsError
 from kerasls.export import load_serving_function
@@ -21,7 +22,8 @@ def serving_inputs(frame: pd.DataFrame, input_specs: dict, source="input") -> di
     """Table columns -> the rank-1 tensors the signature takes (float32 numbers, strings with '' for missing)."""
     missing = [name for name in input_specs if name not in frame.columns]
     if missing:
-        raise KeraslsError(f"{source}: column(s) {missing} needed by the export are missing; columns are {list(frame.columns)}")
+        raise KeraslsError(f"{source}: column(s) {missing} needed by the export are missing; columns are "
+                           f"{list(frame.columns)}")
     tensors = {}
     for name, spec in input_specs.items():
         column = frame[name]
@@ -31,7 +33,8 @@ def serving_inputs(frame: pd.DataFrame, input_specs: dict, source="input") -> di
             numbers = pd.to_numeric(column, errors="coerce")
             bad = column[numbers.isna() & column.notna()]
             if len(bad):
-                raise KeraslsError(f"{source}: line {int(bad.index[0]) + 2}: column {name!r} must be a number, got {bad.iloc[0]!r}")
+                raise KeraslsError(f"{source}: line {int(bad.index[0]) + 2}: column {name!r} must be a number, "
+                                   f"got {bad.iloc[0]!r}")
             tensors[name] = tf.constant(numbers.to_numpy(dtype=np.float32))
     return tensors
 
@@ -56,8 +59,6 @@ def predict_frame(function, input_specs, classes, frame: pd.DataFrame, batch_siz
 
 def image_files(inputs) -> list[Path]:
     """Image files given directly, and every image below the folders given (sorted)."""
-    from kerasls.data.images import IMAGE_SUFFIXES
-
     files = []
     for item in map(Path, inputs):
         if item.is_dir():

@@ -14,6 +14,7 @@ complete.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,68 @@ def fit_temperature(val_logits, val_labels, enabled=True, soft_targets=None) -> 
     if soft_targets is not None:
         return calibration.fit_temperature_soft(val_logits, soft_targets)
     return calibration.fit_temperature(val_logits, val_labels)
+
+
+@dataclass
+class Calibrated:
+    """A run's evaluation through its served graph: validation and evaluated logits, their targets, and T."""
+
+    val_logits: np.ndarray
+    eval_logits: np.ndarray
+    val: object  # targets.SplitTargets of the validation rows
+    evaluated: object  # targets.SplitTargets of the evaluated split (test, else val)
+    eval_split: str
+    temperature: float
+    fit_on: str
+
+
+def calibrate(serving, feed, calibration_config) -> Calibrated:
+    """Validation and evaluated logits from `serving.evaluation_function()` (the graph the export serves) over
+    `feed.evaluation_inputs(split)`, and one temperature fitted on the validation rows (`temperature_objective`)."""
+    logits_fn = serving.evaluation_function()
+    val, evaluated = feed.targets("val"), feed.targets(feed.eval_split)
+    val_logits = predict_logits(logits_fn, feed.evaluation_inputs("val"))
+    fit_on = temperature_objective(calibration_config.fit_on, val.soft)
+    temperature = fit_temperature(val_logits, val.observed, enabled=calibration_config.temperature_scaling,
+                                  soft_targets=val.distributions if fit_on == "soft" else None)
+    eval_logits = predict_logits(logits_fn, feed.evaluation_inputs(feed.eval_split))
+    return Calibrated(val_logits, eval_logits, val, evaluated, feed.eval_split, temperature, fit_on)
+
+
+def predict_logits(logits_fn, data, batch_size=1024) -> np.ndarray:
+    """Logits in float32 of `logits_fn` over `data`, in order: a `tf.data.Dataset` of (inputs, targets) batches,
+    or inputs in memory (an array, or a dict of column arrays) cut into batches of `batch_size`.
+
+    For a run's metrics and temperature, `logits_fn` is `Serving.evaluation_function()`: the traced graph the
+    export serves (`kerasls.export.Serving` says why). Never `model.predict`, which costs ~30 ms a call.
+    """
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        outputs = [logits_fn(inputs) for inputs, _ in data]
+    else:
+        rows = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+        outputs = [logits_fn(tf.nest.map_structure(lambda column, start=start: column[start:start + batch_size],
+                                                   data)) for start in range(0, rows, batch_size)]
+    if not outputs:
+        raise ValueError("predict_logits: `data` holds no rows")
+    return np.concatenate([np.asarray(tf.cast(o, tf.float32)) for o in outputs], axis=0)
+
+
+def report_run(run, feed, calibrated: Calibrated, config, export_path=None, epoch_score=None, title="kerasls run"):
+    """`write_results` for a trained run: metrics against the observed classes of the evaluated split, the
+    soft metrics where rows carry distributions, and the validation score `kerasls sweep` ranks by."""
+    evaluated, val = calibrated.evaluated, calibrated.val
+    return write_results(
+        run, classes=feed.classes, labels=evaluated.observed, logits=calibrated.eval_logits,
+        temperature=calibrated.temperature, split=calibrated.eval_split,
+        label_smoothing=config.targets.label_smoothing, bins=config.calibration.bins,
+        target_accuracy=config.calibration.target_accuracy, export_path=export_path,
+        validation=(calibrated.val_logits, val.observed, val.soft_or_none()),
+        temperature_scaling=config.calibration.temperature_scaling, temperature_fit_on=calibrated.fit_on,
+        row_ids=feed.row_ids(calibrated.eval_split), soft_targets=evaluated.soft_or_none(),
+        observed_class=evaluated.observed_class, epoch_score=epoch_score, title=title,
+    )
 
 
 def soft_metrics(logits, soft_targets, temperature, prefix="") -> dict:
@@ -105,7 +168,8 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
         metrics.update(soft_metrics(logits, soft_targets, temperature))
     metrics.update(extra_metrics or {})
 
-    atomic_write_text(run.predictions, prediction_table(classes, labels, logits, temperature, row_ids).to_csv(index=False))
+    table = prediction_table(classes, labels, logits, temperature, row_ids)
+    atomic_write_text(run.predictions, table.to_csv(index=False))
     history = pd.read_csv(run.history) if Path(run.history).is_file() else None
     report.write_report(
         run.path, metrics, history, calibration.softmax(logits), calibration.softmax(logits, temperature), labels,

@@ -10,83 +10,27 @@ writes weights and epoch number as two separate files, so a kill between them re
                                              "finished": bool}  -- written last, by rename: the commit point
 
 and writes `history.csv` from the committed rows, so the history never holds an epoch twice or a half epoch.
-The shuffle order of epoch e is a pure function of (seed, e) (`epoch_shuffled_dataset`), so a resumed epoch
+The shuffle order of epoch e is a pure function of (seed, e) (`kerasls.data.epochs`), so a resumed epoch
 sees the same batches. With `training.deterministic: true` a resumed run reaches the same weights as an
 unbroken one (tested to 1e-5 with kills mid-epoch, between epochs, during the checkpoint write and during the
 export). After training ends the state is kept with `finished: true`, so a run killed later (during export)
 reruns without training again.
 
-`KERASLS_FAULT=<point>:<n>` (test hook) kills the process with SIGKILL at a named point; see `fault_point`.
+`KERASLS_FAULT=<point>:<n>` (test hook) kills the process with SIGKILL at a named point (`kerasls.faults`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
+from kerasls.faults import fault_point
 from kerasls.fileio import atomic_write_text
-
-_FAULT_COUNTS: dict = {}
-
-
-def fault_point(name: str) -> None:
-    """SIGKILL this process the n-th time it passes `name` when KERASLS_FAULT=name:n (crash tests only)."""
-    wanted = os.environ.get("KERASLS_FAULT", "")
-    point, _, count = wanted.partition(":")
-    if point != name:
-        return
-    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
-    if _FAULT_COUNTS[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, drop_remainder=False,
-                           chunk_bytes=4 << 20):
-    """Batches of (features, targets) in an order that depends only on (seed, epoch), read from `epoch_variable`
-    when each epoch's iterator starts.
-
-    The rows of each epoch are a new permutation, cut into consecutive batches. They are gathered a chunk of batches
-    (~`chunk_bytes`) at a time, in parallel, and the batches sliced out of the chunk: a gather per batch costs a
-    tf.data step each, a gather of the whole table a fresh table-sized buffer each epoch (measured 0.13-0.25 s an
-    epoch on 100k rows); chunks cost about what replaying cached batches costs (`benchmarks/tabular_pipeline.py`).
-    The last `batch` op of the pipeline groups index batches into chunks, not rows into batches, so `tf.distribute`
-    cannot split these batches by itself: with several replicas, `training.fit` re-forms them
-    (`training.splittable_batches`) and the multi-worker loop splits them (`training.split_across_replicas`).
-    """
-    count = len(features)
-    row_bytes = features[:1].nbytes + targets[:1].nbytes
-    features, targets = tf.constant(features), tf.constant(targets)
-    drop_remainder = drop_remainder and count >= batch_size
-    steps = count // batch_size
-    full = steps * batch_size
-    has_partial_batch = full < count and not drop_remainder
-    batches_per_chunk = max(1, chunk_bytes // max(batch_size * row_bytes, 1))
-
-    def permutation(_):
-        return tf.random.experimental.stateless_shuffle(
-            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch_variable, tf.int64)]))
-
-    def rows(indices):
-        return tf.gather(features, indices), tf.gather(targets, indices)
-
-    def index_batches(order):
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [steps, batch_size]))
-
-    permutations = tf.data.Dataset.from_tensors(0).map(permutation)
-    chunks = permutations.flat_map(index_batches).batch(batches_per_chunk).map(rows,
-                                                                                num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = chunks.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)))
-    if has_partial_batch:  # the same permutation again (the epoch variable is read when the iterator starts)
-        dataset = dataset.concatenate(permutations.map(lambda order: rows(order[full:])))
-    cardinality = steps + int(has_partial_batch)
-    return dataset.apply(tf.data.experimental.assert_cardinality(cardinality)).prefetch(tf.data.AUTOTUNE)
 
 
 class EpochState(keras.callbacks.Callback):
@@ -153,7 +97,8 @@ class EpochState(keras.callbacks.Callback):
             stopping = self.early_stopping
             stopping.best, stopping.best_epoch = float(scores[best_epoch]), best_epoch
             stopping.wait = len(scores) - 1 - best_epoch
-            if stopping.restore_best_weights and self.checkpoint is not None and Path(self.checkpoint.filepath).is_file():
+            saved = self.checkpoint is not None and Path(self.checkpoint.filepath).is_file()
+            if stopping.restore_best_weights and saved:
                 self.model.load_weights(self.checkpoint.filepath)  # overwritten by the saved state right after
                 stopping.best_weights = self.model.get_weights()
 

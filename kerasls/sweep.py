@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from kerasls.config import read_yaml
 from kerasls.errors import KeraslsError
 from kerasls.fileio import atomic_write_text
 
@@ -58,7 +58,8 @@ def train_once(project: Path, runs_dir: Path, epsilon: float, seed: int, overrid
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
     command = [sys.executable, "train.py", f"targets.label_smoothing={epsilon}", f"seed={seed}",
-               "training.verbose=0", *overrides, *(["--config", str(config)] if config else []), "--runs-dir", str(runs_dir), "--run-name", run_name(epsilon, seed)]
+               "training.verbose=0", *overrides, *(["--config", str(config)] if config else []),
+               "--runs-dir", str(runs_dir), "--run-name", run_name(epsilon, seed)]
     result = subprocess.run(command, cwd=project, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -94,8 +95,6 @@ def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, conf
     out = Path(out).resolve() if out else project / "sweep"
     runs_dir = out / "runs"
     if base_seed is None:
-        from kerasls.config import read_yaml
-
         config_file = config or project / "config.yaml"
         base_seed = int(read_yaml(config_file).get("seed", 42)) if config_file.is_file() else 42
     plan = [(epsilon, base_seed + i) for i in range(seeds) for epsilon in values]

@@ -14,6 +14,8 @@ When a project uses `class_prior`, the pipeline applies it and the loss's own `l
 is not applied twice.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -86,3 +88,23 @@ def invalid_distribution_rows(targets, atol=1e-3) -> np.ndarray:
     bad = np.isnan(targets).any(axis=1) | (targets < 0).any(axis=1)
     bad |= ~np.isclose(np.nan_to_num(targets).sum(axis=1), 1.0, atol=atol)
     return np.flatnonzero(bad)
+
+
+@dataclass(frozen=True)
+class SplitTargets:
+    """The targets of one split, as a feed (`TableFeed`, `ImageFeed`) gives them.
+
+    `distributions` float32 [N, K]: one-hot rows for hard labels, or the rows' distributions; `observed` int64 [N]:
+    each row's observed class, which accuracy and calibration are measured against (the label column, or the
+    argmax of the distribution when the table has none); `soft`: the rows carry distributions; `observed_class`:
+    "label" or "argmax", where `observed` came from.
+    """
+
+    distributions: np.ndarray
+    observed: np.ndarray
+    soft: bool
+    observed_class: str = "label"
+
+    def soft_or_none(self):
+        """The distributions when the rows carry them, else None (for soft metrics and the soft temperature)."""
+        return self.distributions if self.soft else None

@@ -18,6 +18,8 @@ import numpy as np
 
 from kerasls import targets as soft_targets
 from kerasls.errors import KeraslsError
+from kerasls.export import load_serving_function, resolve_export
+from kerasls.predict import serving_inputs
 
 CACHE_DIR = Path(".kerasls_cache") / "teacher"
 
@@ -47,8 +49,6 @@ def _save_cache(path: Path, cache: dict) -> None:
 
 def load_teacher(export, classes):
     """The teacher's serving function and input specs; its classes must be the student's, in the same order."""
-    from kerasls.export import load_serving_function, resolve_export
-
     export_dir = resolve_export(export)
     function, specs, teacher_classes, _ = load_serving_function(export_dir)
     if teacher_classes != list(classes):
@@ -75,8 +75,6 @@ def teacher_logits(export, classes, data_file, row_ids, batch_inputs, batch_size
 
 def table_teacher_logits(export, classes, frame):
     """Teacher logits for a table's rows (row id = the row's index in its file)."""
-    from kerasls.predict import serving_inputs
-
     source = frame.attrs.get("path", "table")
     return teacher_logits(export, classes, source, frame.index,
                           lambda rows, specs: serving_inputs(frame.iloc[rows], specs, source))

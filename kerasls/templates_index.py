@@ -94,7 +94,8 @@ def render_template(name_or_path, output_dir=".", extra_context=None, no_input=T
     unknown = sorted(set(extra_context) - set(spec))
     if unknown:
         raise KeraslsError(
-            f"unknown template variable(s) {unknown} for {template.name}; known: {[k for k in spec if not k.startswith('_')]}"
+            f"unknown template variable(s) {unknown} for {template.name}; known: "
+            f"{[k for k in spec if not k.startswith('_')]}"
         )
     for key, value in extra_context.items():
         if isinstance(spec.get(key), list) and value not in spec[key]:

@@ -12,13 +12,19 @@ Their validation twin (`val_nll` or `val_soft_ce`, `validation_score`) drives ch
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kerasls.config import TargetsConfig, TrainingConfig
+from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable
+from kerasls.distributed import fit_multi_worker, multi_worker_strategy
+from kerasls.losses import DistillationLoss, PriorSmoothedCrossentropy, hard_part_metrics
+from kerasls.replicas import splittable_batches
+from kerasls.resume import EpochState
 
 
 def set_seeds(seed: int, deterministic: bool = False) -> None:
@@ -61,13 +67,21 @@ def distribution_strategy(training: TrainingConfig):
 
 def _new_strategy(distribute: str):
     if distribute == "multi_worker":
-        from kerasls.distributed import multi_worker_strategy
-
         return multi_worker_strategy()
     gpus = tf.config.list_physical_devices("GPU")
     if distribute == "mirrored" or (distribute == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def describe_setup(strategy, training: TrainingConfig) -> str:
+    """One line: what trains where (devices, strategy, replicas, precision, XLA)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = f"{len(gpus)} GPU" + ("s" if len(gpus) > 1 else "") if gpus else "CPU"
+    names = {"MirroredStrategy": "mirrored", "MultiWorkerMirroredStrategy": "multi-worker"}
+    return (f"training on {devices}: {names.get(type(strategy).__name__, 'one device')}, "
+            f"{strategy.num_replicas_in_sync} replica(s), "
+            f"precision {keras.mixed_precision.global_policy().name}, XLA {'on' if uses_xla(training) else 'off'}")
 
 
 def uses_xla(training: TrainingConfig) -> bool:
@@ -89,75 +103,93 @@ def validation_score(targets: TargetsConfig) -> str:
     return "val_soft_ce" if trains_on_distributions(targets) else "val_nll"
 
 
-def make_optimizer(training: TrainingConfig):
-    if training.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=training.learning_rate, weight_decay=training.weight_decay)
-    if training.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=training.learning_rate)
-    return keras.optimizers.SGD(learning_rate=training.learning_rate, momentum=0.9)
-
-
-def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig,
-                       prior=None) -> keras.Model:
-    """CCE(label_smoothing=ε, from_logits=True) and the metrics of the module docstring; with
-    `targets.prior: class_prior`, `prior` (the training class frequencies π) is where ε goes, inside the loss;
-    with a teacher, the distillation loss on packed [hard | teacher] targets (`kerasls.losses`), whose metrics
-    read the hard part."""
-    from kerasls.losses import DistillationLoss, PriorSmoothedCrossentropy, hard_part_metrics
-
+def make_loss(targets: TargetsConfig, prior=None):
+    """The loss of `targets`: `CategoricalCrossentropy(label_smoothing=ε, from_logits=True)`; with `prior:
+    class_prior` the same cross-entropy smoothed toward `prior` (the training class frequencies π) inside the loss;
+    with a teacher, the distillation loss on packed [hard | teacher] targets (`kerasls.losses`)."""
     soft, epsilon = targets.soft_labels, targets.label_smoothing
     if targets.prior == "class_prior" and prior is None:
         raise ValueError("targets.prior is class_prior: pass the training class frequencies as `prior`")
     prior = prior if targets.prior == "class_prior" else None
     if soft is not None and soft.source == "teacher":
-        loss = DistillationLoss(alpha=soft.alpha, temperature=soft.temperature, label_smoothing=epsilon, prior=prior)
-        metrics = hard_part_metrics(model.output_shape[-1])
+        return DistillationLoss(alpha=soft.alpha, temperature=soft.temperature, label_smoothing=epsilon, prior=prior)
+    if prior is not None:
+        return PriorSmoothedCrossentropy(epsilon, prior)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=epsilon, from_logits=True)
+
+
+def make_metrics(targets: TargetsConfig, num_classes: int) -> list:
+    """Metrics on the unsmoothed targets, named for what they read (the module docstring)."""
+    if targets.soft_labels is not None and targets.soft_labels.source == "teacher":
+        return hard_part_metrics(num_classes)
+    if trains_on_distributions(targets):
+        return [keras.metrics.CategoricalCrossentropy(from_logits=True, name="soft_ce"),
+                keras.metrics.CategoricalAccuracy(name="argmax_agreement")]
+    return [keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
+            keras.metrics.CategoricalAccuracy(name="accuracy")]
+
+
+def learning_rate(training: TrainingConfig, steps_per_epoch: int):
+    """`training.learning_rate`, constant, or with `lr_schedule: cosine` a cosine decay to 0 over all epochs after
+    `warmup_epochs` of linear warm-up from 0 (timm's default schedule shape)."""
+    if training.lr_schedule == "constant":
+        return training.learning_rate
+    warmup = training.warmup_epochs * steps_per_epoch
+    total = max(training.epochs * steps_per_epoch - warmup, 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else training.learning_rate, decay_steps=total,
+        warmup_target=training.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+def make_optimizer(training: TrainingConfig, steps_per_epoch: int = 1):
+    """AdamW (decoupled weight decay), Adam or SGD with momentum, at `learning_rate(training, steps_per_epoch)`.
+
+    Under a mixed_float16 policy it is wrapped in `LossScaleOptimizer`: float16 gradients underflow without loss
+    scaling. Keras' compile wraps the optimizer only when the model's own policy is mixed_float16; wrapping here
+    also covers a model built under another policy. bfloat16 has float32's exponent range and needs no scaling.
+    """
+    rate = learning_rate(training, steps_per_epoch)
+    if training.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=training.weight_decay)
+    elif training.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
     else:
-        loss = (PriorSmoothedCrossentropy(epsilon, prior) if prior is not None
-                else keras.losses.CategoricalCrossentropy(label_smoothing=epsilon, from_logits=True))
-        if trains_on_distributions(targets):
-            metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="soft_ce"),
-                       keras.metrics.CategoricalAccuracy(name="argmax_agreement")]
-        else:
-            metrics = [keras.metrics.CategoricalCrossentropy(from_logits=True, name="nll"),
-                       keras.metrics.CategoricalAccuracy(name="accuracy")]
+        optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=training.momentum)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def steps_per_epoch(rows: int, batch_size: int, drop_remainder=False) -> int:
+    return max(rows // batch_size if drop_remainder else -(-rows // batch_size), 1)
+
+
+def check_logits_dtype(model) -> None:
+    """Warn when a model outputs float16/bfloat16 logits: mixed precision must keep the logits float32."""
     output_dtypes = {str(getattr(out, "dtype", "")) for out in getattr(model, "outputs", None) or []}
     low_precision = output_dtypes & {"float16", "bfloat16"}
     if low_precision:
-        import warnings
-
         warnings.warn(f"model {model.name!r} outputs {min(low_precision)} logits: give its last layer "
                       "dtype='float32' so mixed precision keeps exact logits (see the template's model.py)",
-                      stacklevel=2)
-    optimizer = make_optimizer(training)
-    if "mixed_float16" in (keras.mixed_precision.global_policy().name, model.dtype_policy.name):
-        # float16 gradients underflow without loss scaling. Keras' compile wraps the optimizer only when the
-        # model's own policy is mixed_float16; wrapping here also covers a model built under another policy.
-        # bfloat16 has float32's exponent range and needs no scaling.
+                      stacklevel=3)
+
+
+def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig, prior=None,
+                       steps=1) -> keras.Model:
+    """`model.compile` with `make_loss`, `make_metrics` and `make_optimizer`: what train.py writes out in full."""
+    check_logits_dtype(model)
+    optimizer = make_optimizer(training, steps)
+    if model.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    # jit_compile="auto": XLA when Keras supports it for this model (Keras 3.15: off on CPU-only machines, under a
-    # tf.distribute strategy and with op determinism on)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=training.jit_compile)
+    model.compile(optimizer=optimizer, loss=make_loss(targets, prior),
+                  metrics=make_metrics(targets, model.output_shape[-1]), jit_compile=training.jit_compile)
     return model
-
-
-_EPOCH = None
-
-
-def epoch_variable():
-    """The epoch number, set by `EpochState` at each epoch start and read by the shuffled training dataset."""
-    global _EPOCH
-    if _EPOCH is None:
-        _EPOCH = tf.Variable(0, dtype=tf.int64, trainable=False, name="kerasls_epoch")
-    return _EPOCH
 
 
 def standard_callbacks(run, training: TrainingConfig, phase="train", monitor="val_nll") -> list:
     """TensorBoard, best checkpoint and early stopping on `monitor` (`validation_score`), and `EpochState`
     (history.csv and exact crash resume; `kerasls.resume`), which must come last so it sees the others'
     end-of-epoch state."""
-    from kerasls.resume import EpochState
-
     os.makedirs(run.checkpoints, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(run.checkpoints / "best.weights.h5"), monitor=monitor, mode="min", save_best_only=True,
@@ -184,106 +216,39 @@ def make_dataset(features, targets, batch_size, shuffle=False, seed=0, drop_rema
     than one full batch.
     """
     if shuffle:
-        from kerasls.resume import epoch_shuffled_dataset
-
         return epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable(), drop_remainder)
     dataset = tf.data.Dataset.from_tensor_slices((features, targets))
     drop_remainder = bool(drop_remainder) and len(features) >= batch_size
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def splittable_batches(strategy, dataset, batch_size):
-    """`dataset` as `model.fit` under a strategy with several replicas (`mirrored` on several GPUs) needs it.
-
-    `tf.distribute` splits each global batch across the replicas only when it finds a `batch` op in the
-    pipeline, and the in-memory feed (`resume.epoch_shuffled_dataset`) slices its batches without one. With one
-    replica the dataset is returned as it is; with several, its batches are re-formed by `unbatch().batch()`
-    (the same batches: a full first batch means the partial last one was dropped). Handing Keras a dataset
-    split by `split_across_replicas` instead would be cheaper, but Keras 3.15 `fit` then applies AdamW's weight
-    decay once per replica (measured: 2x, tests/test_replica_split.py).
-    """
-    if strategy.num_replicas_in_sync == 1:
-        return dataset
-    first = tf.nest.flatten(dataset.element_spec)[0]
-    return dataset.unbatch().batch(batch_size, drop_remainder=first.shape[0] == batch_size)
+def epochs_done(run, phase="train") -> int:
+    """Epochs a phase has committed (`EpochState`): where the next phase starts, the same after a resume as in an
+    unbroken run (the epochs run in this process would be 0 after a resume)."""
+    state = run.checkpoints / phase / "state.json"
+    return len(json.loads(state.read_text())["history"]) if state.is_file() else 0
 
 
-def split_across_replicas(strategy, dataset):
-    """A dataset of global batches -> a distributed dataset whose replicas each get a contiguous part of every
-    batch (the parts differ by at most one row; a replica may get none of a tiny last batch), for the custom
-    loop of `kerasls.distributed`.
-
-    `tf.distribute` splits global batches itself only when it finds a `batch` op in the pipeline, which the
-    in-memory feed (`resume.epoch_shuffled_dataset`) has not. Splitting here works for every pipeline: every
-    input pipeline (one per worker) runs the whole dataset and keeps its replicas' parts, so all workers see the
-    same epoch-seeded order. With one replica the dataset is returned as it is.
-    """
-    replicas = strategy.num_replicas_in_sync
-    if replicas == 1:
-        return dataset
-    steps = int(dataset.cardinality())
-
-    def pipeline(context):
-        local = replicas // context.num_input_pipelines
-        first = context.input_pipeline_id * local
-
-        def replica_parts(*batch):
-            rows = tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
-
-            def part(local_index):
-                index = first + local_index
-                start, stop = index * rows // replicas, (index + 1) * rows // replicas
-                return tf.nest.map_structure(lambda tensor: tensor[start:stop], batch)
-
-            return tf.data.Dataset.range(local).map(part)
-
-        parts = dataset.flat_map(replica_parts)
-        if steps >= 0:
-            parts = parts.apply(tf.data.experimental.assert_cardinality(steps * local))
-        return parts.prefetch(tf.data.AUTOTUNE)
-
-    return strategy.distribute_datasets_from_function(pipeline)
-
-
-def fit(model, train_data, val_data, training: TrainingConfig, run, epochs=None, initial_epoch=0, phase="train",
-        monitor="val_nll"):
-    """`model.fit` with the standard callbacks ranking epochs by `monitor`; `epochs`/`initial_epoch`/`phase`
-    continue a run in a second phase.
+def fit(model, train_data, val_data, training: TrainingConfig, callbacks, epochs=None, initial_epoch=0):
+    """`model.fit` over epochs `initial_epoch`..`epochs` (default `training.epochs`) with `callbacks` (those of
+    `standard_callbacks` last); a later phase passes the epochs already done (`epochs_done`).
 
     A model built under `MultiWorkerMirroredStrategy`, where `model.fit` fails (keras#20585), is trained by the
     custom loop of `kerasls.distributed` instead, with the same callbacks, logs and return value.
     """
-    callbacks = standard_callbacks(run, training, phase, monitor)
+    check_logits_dtype(model)
     if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        from kerasls.distributed import fit_multi_worker
-
+        monitor = next((c.monitor for c in callbacks if isinstance(c, EpochState)), "val_nll")
+        names = ("soft_ce", "argmax_agreement") if monitor == "val_soft_ce" else ("nll", "accuracy")
         return fit_multi_worker(model, train_data, val_data, epochs=epochs or training.epochs,
-                                initial_epoch=initial_epoch, callbacks=callbacks, verbose=training.verbose)
-    history = model.fit(
+                                initial_epoch=initial_epoch, callbacks=callbacks, verbose=training.verbose,
+                                metric_names=names)
+    return model.fit(
         splittable_batches(model.distribute_strategy, train_data, training.batch_size),
         validation_data=val_data,
         epochs=epochs or training.epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # the dataset shuffles itself each epoch
-        callbacks=callbacks,
+        callbacks=list(callbacks),
         verbose=training.verbose,
     )
-    return history
-
-
-def predict_logits(logits_fn, data, batch_size=1024) -> np.ndarray:
-    """Logits in float32 of `logits_fn` over `data`, in order: a `tf.data.Dataset` of (inputs, targets) batches,
-    or inputs in memory (an array, or a dict of column arrays) cut into batches of `batch_size`.
-
-    For a run's metrics and temperature, `logits_fn` is `Serving.evaluation_function()`: the traced graph the
-    export serves (`kerasls.export.Serving` says why). Never `model.predict`, which costs ~30 ms a call.
-    """
-    if isinstance(data, tf.data.Dataset):
-        outputs = [logits_fn(inputs) for inputs, _ in data]
-    else:
-        rows = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
-        outputs = [logits_fn(tf.nest.map_structure(lambda column: column[start:start + batch_size], data))
-                   for start in range(0, rows, batch_size)]
-    if not outputs:
-        raise ValueError("predict_logits: `data` holds no rows")
-    return np.concatenate([np.asarray(tf.cast(o, tf.float32)) for o in outputs], axis=0)

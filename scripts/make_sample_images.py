@@ -5,8 +5,8 @@ Generative story
 Each image is a 32×32 RGB picture of one shape, ``circle``, ``square`` or ``triangle``, drawn with
 ``PIL.ImageDraw`` on a flat background. Per image: a background colour, a shape colour at least a fixed
 contrast away from it, a size (radius 7-14 px), a centre that keeps most of the shape inside the frame and, for
-squares and triangles, a tilt of up to 15° from upright. Shapes are drawn at 4× and downsampled (antialiased edges), then mild
-luminance noise (the same value on the three channels, so the PNGs stay small) is added.
+squares and triangles, a tilt of up to 15° from upright. Shapes are drawn at 4× and downsampled (antialiased
+edges), then mild luminance noise (the same value on the three channels, so the PNGs stay small) is added.
 
 About 8% of the images are deliberately hard: the shape is tiny (radius 2-3 px) or its colour is within a few
 levels of the background (low contrast), so a good model still gets some of them wrong and its confidence on

@@ -1,4 +1,11 @@
-"""Shared fixtures: one rendered and trained tabular-intent project for the end-to-end tests."""
+"""Shared fixtures: one rendered and trained tabular-intent project for the end-to-end tests; the test tiers.
+
+Tiers (as lightning-hydra-template marks its slow tests): a test that trains a model through a generated
+project's `train.py` (a subprocess or in-process), runs a `kerasls`/`python` subprocess that imports TensorFlow,
+or builds a wheel is `e2e`; the shared-data trainings of minutes are also `slow`. `make test-fast` runs the rest
+(`-m "not e2e and not slow"`), `make test` runs everything. Whole modules are marked here (E2E_MODULES), and any
+test that uses a fixture which trains (E2E_FIXTURES); single tests carry `@pytest.mark.e2e` themselves.
+"""
 
 import json
 import os
@@ -10,24 +17,46 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kerasls.export import KERAS_IMPORT_BLOCKER  # noqa: F401  (the tests import it from here)
 from kerasls.templates_index import render_template
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Prepended to the serving scripts the tests run in a subprocess: importing keras or kerasls there fails, so a
-# passing script proves the export serves with TensorFlow alone.
-KERAS_IMPORT_BLOCKER = r"""
-import builtins, json, sys
-real_import = builtins.__import__
-def guarded_import(name, *args, **kwargs):
-    if name.split(".")[0] in ("keras", "kerasls"):
-        raise ImportError("serving must not import " + name)
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = guarded_import
-"""
+E2E_MODULES = {"test_crash_resume", "test_distributed", "test_end_to_end", "test_examples", "test_image_template",
+               "test_no_network", "test_replica_split", "test_soft_examples", "test_soft_truth", "test_benchmarks"}
+E2E_FIXTURES = {"trained_project", "launched"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in E2E_MODULES or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TABULAR_MODEL = Path(__file__).resolve().parents[1] / "templates" / "tabular-intent" / "{{cookiecutter.project_slug}}" \
+    / "model.py"
+
+
+def tabular_build_model():
+    """`build_model` of the tabular-intent template's model.py, as a generated project has it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tabular_template_model", TABULAR_MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_model
+
+
+@pytest.fixture()
+def float32_policy():
+    """The test starts and ends under the float32 Keras policy, whatever it sets or fails with."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def require(path: Path) -> Path:

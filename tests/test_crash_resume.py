@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_train
 
 ARGS = ["training.epochs=4", "training.verbose=0", "training.deterministic=true", "training.early_stopping=2"]
@@ -104,3 +103,46 @@ def test_a_second_training_on_the_same_run_folder_is_refused(trained_project):
     finally:
         first.kill()
         first.wait(timeout=60)
+
+
+IMAGE_PHASES = ["training.epochs=2", "model.freeze_backbone=true", "model.fine_tune_epochs=2", "model.filters=[8,16]",
+                "training.deterministic=true", "training.early_stopping=0", "augment.flip=none", "training.verbose=0"]
+
+
+@pytest.fixture(scope="module")
+def image_project(tmp_path_factory):
+    from kerasls.templates_index import render_template
+
+    return render_template("image-classifier", output_dir=tmp_path_factory.mktemp("phases"),
+                           extra_context={"project_slug": "phases"})
+
+
+@pytest.mark.parametrize("fault", [
+    "epoch_end:3",     # the first fine-tuning epoch ran, not committed (2 frozen epochs committed)
+    "after_commit:3",  # between the two fine-tuning epochs
+])
+def test_a_run_killed_while_fine_tuning_resumes_to_the_unbroken_result(image_project, fault):
+    """Two phases (frozen backbone, then fine-tuning): the second starts at the epochs the first committed, so a
+    resumed run (whose first phase trains nothing in this process) continues the fine-tuning where it stopped.
+    Images are cached and each epoch's order depends on (seed, epoch) only, so the result is the same."""
+    def images_run(name, fault=None):
+        env = {**os.environ, **({"KERASLS_FAULT": fault} if fault else {})}
+        if not fault:
+            env.pop("KERASLS_FAULT", None)
+        return subprocess.run([sys.executable, "train.py", *IMAGE_PHASES, "--run-name", name], cwd=image_project,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    reference = image_project / "runs" / "phases-unbroken"
+    if not (reference / "metrics.json").is_file():
+        assert images_run("phases-unbroken").returncode == 0
+    name = f"phases-{fault.replace(':', '-')}"
+    assert images_run(name, fault).returncode == -signal.SIGKILL
+    resumed = images_run(name)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = image_project / "runs" / name
+    history, expected = pd.read_csv(run / "history.csv"), pd.read_csv(reference / "history.csv")
+    assert history["epoch"].tolist() == expected["epoch"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(history.drop(columns="epoch").to_numpy(), expected.drop(columns="epoch").to_numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(pd.read_csv(run / "predictions.csv").filter(like="prob_").to_numpy(),
+                               pd.read_csv(reference / "predictions.csv").filter(like="prob_").to_numpy(), atol=1e-5)

@@ -1,8 +1,6 @@
 """new -> train -> export -> serve without Keras, `kerasls predict`, `saved_model_cli`, and clean errors."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import KERAS_IMPORT_BLOCKER, run_train
 
 SERVE_WITHOUT_KERAS = KERAS_IMPORT_BLOCKER + r"""

@@ -1,4 +1,4 @@
-"""`resume.epoch_shuffled_dataset`: the in-memory training feed.
+"""`data.epochs.epoch_shuffled_dataset`: the in-memory training feed.
 
 Every epoch is one permutation of the rows, cut into consecutive batches, that depends only on (seed, epoch): so a
 resumed run sees the batches an unbroken run saw. Small `chunk_bytes` force several gather chunks per epoch.
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasls.resume import epoch_shuffled_dataset
+from kerasls.data.epochs import epoch_shuffled_dataset
 
 ROWS, WIDTH, BATCH = 103, 4, 10
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import SHARED_DATA, require
+
 from kerasls.templates_index import render_template
 
 REPO = Path(__file__).resolve().parents[1]

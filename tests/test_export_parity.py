@@ -9,7 +9,6 @@ No training: the models keep their seeded initial weights, scaled up so logits s
 hidden activations are far from zero (where bfloat16 rounding is visible).
 """
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,30 +16,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tabular_build_model
 
-from kerasls import training
+from kerasls import results, training
 from kerasls.data.images import ImageSet, make_image_dataset
 from kerasls.export import export_classifier, image_serving, tabular_serving
 from kerasls.preprocessing import TabularPreprocessor
 
-REPO = Path(__file__).resolve().parents[1]
-TABULAR_MODEL = REPO / "templates" / "tabular-intent" / "{{cookiecutter.project_slug}}" / "model.py"
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
 TEMPERATURE = 1.7
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
-def tabular_build_model():
-    spec = importlib.util.spec_from_file_location("tabular_template_model_parity", TABULAR_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_model
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 def raw_columns(rows=300, seed=0):
@@ -75,7 +62,7 @@ def test_tabular_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
     scale_weights(model, 3.0)
     serving = tabular_serving(model, preprocessor)
     held_out = {name: values[200:] for name, values in columns.items()}
-    evaluated = training.predict_logits(serving.evaluation_function(), held_out, batch_size=64)
+    evaluated = results.predict_logits(serving.evaluation_function(), held_out, batch_size=64)
 
     path = export_classifier(tmp_path / "export", serving, tracked=[preprocessor, model], classes=list("abcd"),
                              temperature=TEMPERATURE)
@@ -113,7 +100,7 @@ def test_image_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
     image_set = ImageSet(paths, np.zeros(24, np.int64), np.eye(3, dtype=np.float32)[np.zeros(24, np.int64)],
                          False, str(tmp_path))
     serving = image_serving(model, (32, 32), 3)
-    evaluated = training.predict_logits(serving.evaluation_function(),
+    evaluated = results.predict_logits(serving.evaluation_function(),
                                         make_image_dataset(image_set, (32, 32), 3, batch_size=8))
 
     path = export_classifier(tmp_path / "export", serving, tracked=[model], classes=["x", "y", "z"],

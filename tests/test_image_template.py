@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KERAS_IMPORT_BLOCKER, run_train
 from PIL import Image
 
-from conftest import KERAS_IMPORT_BLOCKER, run_train
 from kerasls import targets
 from kerasls.templates_index import render_template
 
@@ -76,7 +76,8 @@ def test_export_serves_image_bytes_and_tensors_without_keras(image_run, tmp_path
 def test_kerasls_predict_on_files_and_a_folder(image_run, tmp_path):
     project, run, metrics = image_run
     folder = project / "data" / "test" / "square"
-    one_file = project / "data" / "test" / "circle" / sorted(p.name for p in (project / "data/test/circle").iterdir())[0]
+    circles = project / "data" / "test" / "circle"
+    one_file = circles / sorted(p.name for p in circles.iterdir())[0]
     out = tmp_path / "out.csv"
     result = subprocess.run([sys.executable, "-m", "kerasls.cli", "predict", str(run / "export"), str(one_file),
                              str(folder), "-o", str(out)], capture_output=True, text=True, timeout=300)
@@ -185,7 +186,8 @@ def test_backbone_loads_a_local_weights_file_and_never_downloads(tmp_path):
     kernel = reference.trainable_weights[0]
     kernel.assign(np.full(kernel.shape, 0.125, dtype="float32"))
     reference.save_weights(tmp_path / "mobilenet.weights.h5")
-    loaded = image_backbone(ImageModelConfig(backbone="MobileNetV3Small", weights=str(tmp_path / "mobilenet.weights.h5")),
+    weights = str(tmp_path / "mobilenet.weights.h5")
+    loaded = image_backbone(ImageModelConfig(backbone="MobileNetV3Small", weights=weights),
                             (32, 32, 3))
     np.testing.assert_allclose(loaded.trainable_weights[0].numpy(), 0.125)
     with pytest.raises(KeraslsError, match="file not found"):

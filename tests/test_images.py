@@ -57,12 +57,15 @@ def folders(tmp_path):
     return root
 
 
-def config(train, **changes):
+def config(train, probability_columns=None, vote_columns=None, vote_smoothing=0.0, **changes):
+    """(data section, soft_labels section or None), as `load_image_sets(*config(...), seed=...)` takes them."""
     values = dict(train=str(train), val=None, test=None, val_fraction=0.2, path_column="path",
-                  label_column="label", probability_columns=None, vote_columns=None, vote_smoothing=0.0,
-                  skip_corrupt=False)
+                  label_column="label", skip_corrupt=False)
     values.update(changes)
-    return SimpleNamespace(**values)
+    soft = None
+    if probability_columns or vote_columns:
+        soft = SimpleNamespace(probabilities=probability_columns, votes=vote_columns, vote_smoothing=vote_smoothing)
+    return SimpleNamespace(**values), soft
 
 
 def manifest(tmp_path, text, name="manifest.csv"):
@@ -141,7 +144,8 @@ def test_manifest_missing_file_and_columns(tmp_path):
 
 def test_unknown_label_names_line_label_and_classes(tmp_path):
     frame = images.read_manifest(manifest(tmp_path, "path,label\nimg/a.png,cat\nimg/b.png,cow\n"))
-    with pytest.raises(KeraslsError, match=r"m\.csv: line 3: label 'cow' is not a training class \['cat', 'dog'\]"):
+    with pytest.raises(KeraslsError,
+                       match=r"m\.csv: line 3: label 'cow' in column 'label' is not a training class \['cat', 'dog'\]"):
         table_targets(frame, ["cat", "dog"], "label", source="m.csv")
     targets, labels, soft = table_targets(frame.head(1), ["cat", "dog"], "label")
     assert targets.tolist() == [[1.0, 0.0]] and labels.tolist() == [0] and soft is False
@@ -155,7 +159,7 @@ def test_probability_columns_are_bound_by_name(tmp_path):
     np.testing.assert_allclose(targets, [[0.1, 0.2, 0.7], [0.5, 0.5, 0.0], [0.8, 0.0, 0.2]])
     assert targets.dtype == np.float32 and labels.tolist() == [2, 0, 0] and soft is True
     train, val, _, classes = images.load_image_sets(
-        config(tmp_path / "manifest.csv", probability_columns=columns, val=str(tmp_path / "manifest.csv")), seed=0)
+        *config(tmp_path / "manifest.csv", probability_columns=columns, val=str(tmp_path / "manifest.csv")), seed=0)
     assert classes == ["bird", "cat", "dog"] and train.soft
     np.testing.assert_allclose(train.targets, targets)
 
@@ -194,7 +198,8 @@ def test_soft_columns_must_match_the_classes(tmp_path):
     frame = images.read_manifest(manifest(tmp_path, "path,prob_cat,p_dog\nimg/a.png,0.5,0.5\n"), label_column=None)
     with pytest.raises(KeraslsError, match=r"no column 'prob_dog' for class 'dog'"):
         table_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat"])
-    with pytest.raises(KeraslsError, match=r"column 'p_dog' in targets.soft_labels.probabilities must be named prob_<class>"):
+    with pytest.raises(KeraslsError,
+                       match=r"column 'p_dog' in targets.soft_labels.probabilities must be named prob_<class>"):
         table_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat", "p_dog"])
     with pytest.raises(KeraslsError, match=r"column 'prob_cow' names class 'cow', which is not a training class"):
         table_targets(frame, ["cat", "dog"], None, probability_columns=["prob_cat", "prob_cow"])
@@ -208,32 +213,32 @@ def test_stratified_split_shares_and_determinism(tmp_path):
     root = tmp_path / "train"
     for index in range(30):
         write_image(root / ("a" if index < 20 else "b") / f"{index:02d}.png", value=index)
-    train, val, test, classes = images.load_image_sets(config(root, val_fraction=0.25), seed=3)
+    train, val, test, classes = images.load_image_sets(*config(root, val_fraction=0.25), seed=3)
     assert classes == ["a", "b"] and test is None
     assert np.bincount(val.labels).tolist() == [5, 2] and np.bincount(train.labels).tolist() == [15, 8]
     assert not set(train.paths) & set(val.paths) and val.targets.shape == (7, 2)
-    assert images.load_image_sets(config(root, val_fraction=0.25), seed=3)[1].paths == val.paths
-    assert images.load_image_sets(config(root, val_fraction=0.25), seed=4)[1].paths != val.paths
+    assert images.load_image_sets(*config(root, val_fraction=0.25), seed=3)[1].paths == val.paths
+    assert images.load_image_sets(*config(root, val_fraction=0.25), seed=4)[1].paths != val.paths
 
 
 def test_val_and_test_sets_use_training_classes(tmp_path, folders):
     test_root = tmp_path / "test"
     write_image(test_root / "dog" / "1.png")
-    train, val, test, classes = images.load_image_sets(config(folders, val=str(folders), test=str(test_root)), seed=0)
+    train, val, test, classes = images.load_image_sets(*config(folders, val=str(folders), test=str(test_root)), seed=0)
     assert test.labels.tolist() == [1] and test.targets.tolist() == [[0.0, 1.0]]
     write_image(test_root / "fox" / "1.png")
     with pytest.raises(KeraslsError, match=r"test/fox: class 'fox' is not a training class \['cat', 'dog'\]"):
-        images.load_image_sets(config(folders, test=str(test_root)), seed=0)
+        images.load_image_sets(*config(folders, test=str(test_root)), seed=0)
     hard = manifest(tmp_path, "path,label\nimg/a.png,dog\n", name="hard.csv")
     soft = tmp_path / "soft.csv"
     soft.write_text("path,prob_cat,prob_dog\nimg/a.png,0.3,0.7\nimg/b.png,0.6,0.4\nimg/c.png,1,0\n")
     train, _, test, _ = images.load_image_sets(
-        config(soft, test=str(hard), probability_columns=["prob_cat", "prob_dog"], val_fraction=0.3), seed=0)
+        *config(soft, test=str(hard), probability_columns=["prob_cat", "prob_dog"], val_fraction=0.3), seed=0)
     assert train.soft and not test.soft and test.labels.tolist() == [1]
     with pytest.raises(KeraslsError, match=r"targets.soft_labels needs a .csv manifest as data.train, not a folder"):
-        images.load_image_sets(config(folders, vote_columns=["votes_cat", "votes_dog"]), seed=0)
+        images.load_image_sets(*config(folders, vote_columns=["votes_cat", "votes_dog"]), seed=0)
     with pytest.raises(KeraslsError, match=r"images not found; set data.val"):
-        images.load_image_sets(config(folders, val=str(tmp_path / "none")), seed=0)
+        images.load_image_sets(*config(folders, val=str(tmp_path / "none")), seed=0)
 
 
 @pytest.mark.parametrize("bad", ["zero-byte", "truncated", "text"])
@@ -247,9 +252,9 @@ def test_corrupt_image_is_named_unless_skipped(tmp_path, folders, capsys, bad):
         broken.write_text("this is not an image")
     message = rf"{broken.name}: cannot be decoded .*pass data\.skip_corrupt=true"
     with pytest.raises(KeraslsError, match=message) as error:
-        images.load_image_sets(config(folders, val=str(folders)), seed=0)
+        images.load_image_sets(*config(folders, val=str(folders)), seed=0)
     assert "function_node" not in str(error.value) and "\n" not in str(error.value)
-    train, val, _, _ = images.load_image_sets(config(folders, val=str(folders), skip_corrupt=True), seed=0)
+    train, val, _, _ = images.load_image_sets(*config(folders, val=str(folders), skip_corrupt=True), seed=0)
     assert len(train) == 5 and str(broken) not in train.paths
     out = capsys.readouterr().out
     assert out.count(f"skipped 1 unreadable image(s) in {folders}, e.g. {broken}") == 2  # train and val
@@ -313,21 +318,33 @@ def test_dataset_batches_and_targets(tmp_path):
     assert [b[0].shape[0] for b in small] == [10]
 
 
-def test_dataset_shuffle_is_seeded_and_cache_keeps_images(tmp_path):
+def test_dataset_order_depends_only_on_seed_and_epoch_cached_or_not(tmp_path):
+    """An epoch's order is a permutation fixed by (seed, epoch), read from the epoch variable when the epoch's
+    iterator starts: the same epoch twice gives the same order (a resumed run sees the unbroken run's batches),
+    another epoch or seed another order; decoded-once (cache) and read-every-epoch pipelines agree."""
+    import tensorflow as tf
+
     data = image_set(tmp_path)
+    epoch = tf.Variable(0, dtype=tf.int64)
 
     def order(dataset):
         return [round(v) for images_, _ in dataset for v in images_[:, 0, 0, 0].numpy() / 20]
 
-    shuffled = images.make_image_dataset(data, (4, 4), 3, batch_size=4, shuffle=True, seed=7)
-    first, second = order(shuffled), order(shuffled)
-    assert sorted(first) == list(range(10)) and first != second  # reshuffled every epoch
-    assert order(images.make_image_dataset(data, (4, 4), 3, batch_size=4, shuffle=True, seed=7)) == first
-    cached = images.make_image_dataset(data, (4, 4), 3, batch_size=4, cache=True)
-    one, two = [np.concatenate([b[0] for b in cached]) for _ in range(2)]
+    read = images.make_image_dataset(data, (4, 4), 3, batch_size=4, shuffle=True, seed=7, epoch=epoch)
+    cached = images.make_image_dataset(data, (4, 4), 3, batch_size=4, shuffle=True, seed=7, cache=True, epoch=epoch)
+    first = order(read)
+    assert sorted(first) == list(range(10))
+    assert order(read) == first and order(cached) == first  # epoch 0 again, and the cached pipeline
+    epoch.assign(1)
+    second = order(read)
+    assert sorted(second) == list(range(10)) and second != first and order(cached) == second
+    epoch.assign(0)
+    other_seed = images.make_image_dataset(data, (4, 4), 3, batch_size=4, shuffle=True, seed=8, epoch=epoch)
+    assert order(other_seed) != first
+    evaluation = images.make_image_dataset(data, (4, 4), 3, batch_size=4, cache=True)
+    one, two = [np.concatenate([b[0] for b in evaluation]) for _ in range(2)]
     np.testing.assert_array_equal(one, two)
-    cached_shuffled = images.make_image_dataset(data, (4, 4), 3, batch_size=4, shuffle=True, seed=7, cache=True)
-    assert order(cached_shuffled) != order(cached_shuffled)
+    assert order(evaluation) == list(range(10))  # evaluation keeps the file order
 
 
 def test_dataset_augment_and_mix_hooks(tmp_path):

@@ -13,7 +13,6 @@ another seed would.
 """
 
 import configparser
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,33 +25,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import run_train, tabular_build_model
 
-from conftest import run_train
-from kerasls import training
+from kerasls import results, training
 from kerasls.config import AugmentConfig, TargetsConfig, TrainingConfig, load_config
 from kerasls.templates_index import render_template
 
 REPO = Path(__file__).resolve().parents[1]
-TABULAR_MODEL = REPO / "templates" / "tabular-intent" / "{{cookiecutter.project_slug}}" / "model.py"
 IMAGE_DATA = REPO / "templates" / "image-classifier" / "{{cookiecutter.project_slug}}" / "data" / "train"
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 BATCH, FEATURES, CLASSES, EPOCHS = 64, 16, 3, 4
 TOLERANCE = {"mixed_bfloat16": 0.01, "mixed_float16": 0.005}
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    """Every test starts and ends under the float32 policy, whatever it sets or fails with."""
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
-def tabular_build_model():
-    spec = importlib.util.spec_from_file_location("tabular_template_model", TABULAR_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_model
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 def blobs(rows=1000, seed=0):
@@ -107,7 +93,7 @@ def test_hidden_layers_compute_in_low_precision_and_logits_are_float32(runs, pol
     assert logits_layer.compute_dtype == "float32"
     features, _ = blobs()
     assert model(features[:5], training=False).dtype == tf.float32
-    logits = training.predict_logits(model, features[800:])
+    logits = results.predict_logits(model, features[800:])
     assert logits.dtype == np.float32 and logits.shape == (200, CLASSES) and np.isfinite(logits).all()
     assert all(v.dtype == "float32" for v in model.trainable_variables)
 
@@ -197,7 +183,7 @@ def test_float16_model_exports_float32_probabilities_that_serve(runs, tmp_path):
     probabilities = out["probabilities"].numpy()
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    expected = tf.nn.softmax(training.predict_logits(model, features[:50]) / temperature).numpy()
+    expected = tf.nn.softmax(results.predict_logits(model, features[:50]) / temperature).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
@@ -299,6 +285,7 @@ print(json.dumps(result))
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_xla_compiles_the_train_step_once_with_drop_remainder_and_again_for_a_partial_batch(tmp_path):
     """XLA compiles per input shape; counted from XLA's own dump of compiled modules (`--xla_dump_to`), in a
     fresh process so no earlier compilation is in the count. The train step is traced with the dataset's

@@ -1,8 +1,8 @@
-"""Several replicas on one machine (`training.distribute: mirrored`), on CPU: `training.splittable_batches`
-(what `training.fit` gives `model.fit`), `training.split_across_replicas` (the multi-worker loop's split) and the
+"""Several replicas on one machine (`training.distribute: mirrored`), on CPU: `replicas.splittable_batches`
+(what `training.fit` gives `model.fit`), `replicas.split_across_replicas` (the multi-worker loop's split) and the
 multi-worker custom loop itself on two local replicas.
 
-The in-memory feed (`resume.epoch_shuffled_dataset`) has no `batch` op, so `tf.distribute` cannot split its
+The in-memory feed (`data.epochs.epoch_shuffled_dataset`) has no `batch` op, so `tf.distribute` cannot split its
 batches by itself. Two logical CPU devices stand in for two GPUs. They must be configured
 before TensorFlow starts, so the checks run in a fresh interpreter (the script below) and report as JSON.
 """
@@ -22,9 +22,9 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from kerasls import training
+    from kerasls import replicas, training
     from kerasls.config import TargetsConfig, TrainingConfig
-    from kerasls.resume import epoch_shuffled_dataset
+    from kerasls.data.epochs import epoch_shuffled_dataset
 
     report = {}
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent("""
     dataset = epoch_shuffled_dataset(features, targets, 8, seed=1, epoch_variable=epoch)
     batches = [(x.numpy(), y.numpy()) for x, y in dataset]
     split = []
-    for x, y in training.split_across_replicas(strategy, dataset):
+    for x, y in replicas.split_across_replicas(strategy, dataset):
         parts = [part.numpy() for part in strategy.experimental_local_results(x)]
         split.append((np.concatenate(parts), [len(part) for part in parts]))
     report["steps"] = [len(batches), len(split)]
@@ -60,7 +60,7 @@ SCRIPT = textwrap.dedent("""
                                       keras.layers.Dense(3)])
             training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
         data = training.make_dataset(x, y, 64, shuffle=True, seed=5)
-        history = model.fit(training.splittable_batches(model.distribute_strategy, data, 64), epochs=3,
+        history = model.fit(replicas.splittable_batches(model.distribute_strategy, data, 64), epochs=3,
                             shuffle=False, verbose=0)
         return model.get_weights(), history.history["loss"]
 

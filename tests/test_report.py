@@ -1,6 +1,7 @@
 """Tests for kerasls.report: a self-contained report.html with embedded plots, written from small random data."""
 
 import base64
+import io
 import re
 
 import numpy as np
@@ -9,7 +10,16 @@ import pytest
 
 from kerasls import calibration, report
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+def decoded_png(data: bytes, min_side=200):
+    """The PNG decoded (not just its first bytes): a real picture of some size, not blank."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == "PNG" and min(image.size) >= min_side, (image.format, image.size)
+    assert np.asarray(image.convert("L"), dtype=float).std() > 5.0  # something is drawn
+    return image
 
 
 def make_run(num_classes=4, n=300, seed=0, temperature=None):
@@ -43,10 +53,14 @@ def test_write_report_is_self_contained(tmp_path):
 
     assert path == tmp_path / "report.html" and path.exists()
     for name in ("reliability.png", "history.png", "confusion.png"):
-        assert (tmp_path / "plots" / name).read_bytes().startswith(PNG_MAGIC)
+        decoded_png((tmp_path / "plots" / name).read_bytes())
     text = path.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text
-    assert len(embedded_pngs(text)) == 3 and all(png.startswith(PNG_MAGIC) for png in embedded_pngs(text))
+    embedded = embedded_pngs(text)
+    assert len(embedded) == 3
+    for png, name in zip(embedded, ("history.png", "reliability.png", "confusion.png")):
+        decoded_png(png)
+        assert png == (tmp_path / "plots" / name).read_bytes()  # the report embeds the written plots
     for forbidden in ("http://", "https://", "<script", "<link"):
         assert forbidden not in text
     # Escaping: class names and title.
@@ -60,7 +74,12 @@ def test_write_report_is_self_contained(tmp_path):
     # Threshold table: one row per threshold.
     for row in metrics["thresholds"]["rows"]:
         assert f"<td>{row['threshold']:.2f}</td><td>{100 * row['coverage']:.1f}%</td>" in text
-    assert "smallest confidence threshold reaching 95.0% accuracy" in text or "No confidence threshold" in text
+    thresholds = metrics["thresholds"]
+    if thresholds["smallest_threshold_for_target"] is None:
+        assert "No confidence threshold reaches 95.0% accuracy" in text
+    else:
+        assert (f"The smallest confidence threshold reaching 95.0% accuracy is "
+                f"{thresholds['smallest_threshold_for_target']:.4f}") in text
 
 
 def test_threshold_sentence_and_temperature_note(tmp_path):
@@ -98,20 +117,20 @@ def test_many_classes(tmp_path):
     classes = [f"class_{i:02d}" for i in range(45)]
     metrics, before, after, labels = make_run(num_classes=45, n=400, seed=2)
     path = report.write_report(tmp_path, metrics, make_history(3), before, after, labels, classes)
-    assert (tmp_path / "plots" / "confusion.png").read_bytes().startswith(PNG_MAGIC)
+    decoded_png((tmp_path / "plots" / "confusion.png").read_bytes())
     assert "class_44" in path.read_text(encoding="utf-8")
 
 
 def test_plot_history_with_missing_columns(tmp_path):
     history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.8, 0.7]})
     path = report.plot_history(history, tmp_path / "history.png")
-    assert path.read_bytes().startswith(PNG_MAGIC)
+    decoded_png(path.read_bytes())
 
 
 def test_plot_reliability_single_panel(tmp_path):
     _, before, _, labels = make_run(seed=3)
     path = report.plot_reliability(before, None, labels, 15, tmp_path / "reliability.png")
-    assert path.read_bytes().startswith(PNG_MAGIC)
+    decoded_png(path.read_bytes())
 
 
 def test_confusion_matrix_counts_and_errors():

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA, require
+
 from kerasls.templates_index import render_template
 
 REPO = Path(__file__).resolve().parents[1]

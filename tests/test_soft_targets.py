@@ -4,13 +4,12 @@ import json
 import re
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from conftest import run_train
+
 from kerasls import teacher
 from kerasls.config import AugmentConfig, TargetsConfig
 from kerasls.errors import KeraslsError
@@ -149,14 +148,17 @@ def test_bad_soft_rows_are_one_line_naming_line_and_column(trained_project, tmp_
 def test_teacher_distillation_trains_a_student_and_caches_teacher_logits(trained_project):
     project = trained_project.project
     export = trained_project.run / "export"
-    args = ["training.epochs=2", "training.verbose=0", "model.hidden_units=[8]",
+    args = ["training.epochs=6", "training.verbose=0", "model.hidden_units=[16]",
             f"targets.soft_labels={{teacher: {export}, temperature: 2, alpha: 0.5}}"]
     first = last_run(run_train(project, *args))
     caches = list((project / ".kerasls_cache" / "teacher").glob("*.npz"))
     assert len(caches) >= 1
     stamps = {path: path.stat().st_mtime_ns for path in caches}
     metrics = json.loads((first / "metrics.json").read_text())
-    assert 0 < metrics["nll"] and metrics["accuracy"] > 0.4
+    # better than always answering the most frequent class of the evaluated rows (the project's test.csv)
+    evaluated = pd.read_csv(project / "data" / "test.csv")["intent"]
+    assert metrics["accuracy"] > evaluated.value_counts(normalize=True).max() + 0.02, metrics["accuracy"]
+    assert metrics["nll"] < np.log(3)  # and better calibrated than a uniform guess
     history = pd.read_csv(first / "history.csv")
     assert {"loss", "nll", "accuracy", "val_nll"} <= set(history.columns)
     last_run(run_train(project, *args))
@@ -175,4 +177,5 @@ def test_guardrails_name_what_compounds():
     [mixing] = target_warnings(TargetsConfig(label_smoothing=0.1),
                                AugmentConfig(mixup={"alpha": 0.2, "probability": 0.5}))
     assert mixing.startswith("Mixup on top of label_smoothing=0.1")
-    assert target_warnings(TargetsConfig(label_smoothing=0.0), AugmentConfig(mixup={"alpha": 0.2, "probability": 0.5})) == []
+    mixing = AugmentConfig(mixup={"alpha": 0.2, "probability": 0.5})
+    assert target_warnings(TargetsConfig(label_smoothing=0.0), mixing) == []

@@ -93,7 +93,7 @@ def common_args(known, seed):
     return [f"data.train={known['root'] / 'train.csv'}", f"data.test={known['root'] / 'test.csv'}",
             f"data.features={{numeric: {FEATURES}, categorical: [], text: []}}", "model.hidden_units=[32]",
             "model.dropout=0.0", "training.epochs=40", "training.early_stopping=5", "training.learning_rate=0.003",
-            "training.verbose=0", "targets.label_smoothing=0", f"seed={seed}", f"--run-name", f"s{seed}-"]
+            "training.verbose=0", "targets.label_smoothing=0", f"seed={seed}", "--run-name", f"s{seed}-"]
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from conftest import run_train
+from test_end_to_end import SERVE_WITHOUT_KERAS
+
 from kerasls.config import DataConfig, SoftLabelsConfig
 from kerasls.data import streaming, tabular
 from kerasls.errors import KeraslsError
 from kerasls.preprocessing import TabularPreprocessor, text_update_function
 from kerasls.templates_index import render_template
-from test_end_to_end import SERVE_WITHOUT_KERAS
 
 WORDS = "cheap shoes red running buy return refund where order size blue help price".split()
 
@@ -167,6 +167,7 @@ def test_vote_columns_stream_as_distributions(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_streaming_project_trains_exports_and_serves(tmp_path):
     project = render_template("tabular-intent", output_dir=tmp_path, extra_context={"project_slug": "big"})
     result = run_train(project, "data.streaming=true", "data.chunk_rows=300", "training.epochs=3",

@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import py_compile
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,7 @@ def test_cli_does_not_import_tensorflow(tmp_path, args):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.e2e
 def test_templates_ship_inside_a_non_editable_install(tmp_path):
     """Build the wheel, install it without dependencies into a folder, render from another folder."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
@@ -148,4 +150,16 @@ def test_templates_ship_inside_a_non_editable_install(tmp_path):
     assert tree(rendered) == tree(render_template("tabular-intent", tmp_path / "ref", {"project_slug": "installed"}))
     images = elsewhere / "installed_images"
     assert len(list((images / "data" / "train").glob("*/*.png"))) == 600
-    assert tree(images) == tree(render_template("image-classifier", tmp_path / "ref", {"project_slug": "installed_images"}))
+    reference = render_template("image-classifier", tmp_path / "ref", {"project_slug": "installed_images"})
+    assert tree(images) == tree(reference)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("template", ["tabular-intent", "image-classifier"])
+def test_the_generated_projects_own_make_test_passes(tmp_path, template):
+    """What a user runs first in a new project: its Makefile's `test` target (its own tests/ folder)."""
+    project = render_template(template, tmp_path, {"project_slug": "own_tests"})
+    result = subprocess.run(["make", "test", f"PYTHON={sys.executable}"], cwd=project, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"\b1 passed\b", result.stdout), result.stdout[-2000:]

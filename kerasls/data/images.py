@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from kerasls import targets as soft_targets
-from kerasls.data.tabular import label_strings, read_table, stratified_split
+from kerasls.data.epochs import epoch_permutation, epoch_shuffled_dataset, epoch_variable
+from kerasls.data.labels import label_strings
 from kerasls.data.soft_labels import observed_from, soft_column_classes, table_targets
+from kerasls.data.tabular import read_table, stratified_split
 from kerasls.errors import KeraslsError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -140,16 +142,19 @@ def _source(value, role):
                        "manifest")
 
 
-def _soft_columns(config):
-    probability, votes = getattr(config, "probability_columns", None), getattr(config, "vote_columns", None)
+def _soft_columns(soft):
+    """(kind, columns) of `targets.soft_labels` (a SoftLabelsConfig or None): probability or vote columns."""
+    probability = soft.probabilities if soft is not None else None
+    votes = soft.votes if soft is not None else None
     if probability and votes:
         raise KeraslsError("set only one of targets.soft_labels.probabilities and targets.soft_labels.votes")
     return ("probability", probability) if probability else ("vote", votes) if votes else (None, [])
 
 
-def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
-    """One folder or manifest -> ImageSet; `classes=None` (training) derives the classes from it."""
-    kind, columns = _soft_columns(config)
+def _load_set(value, role, config, soft, classes) -> tuple[ImageSet, list[str]]:
+    """One folder or manifest -> ImageSet; `classes=None` (training) derives the classes from it. `config` is the
+    `data` section (ImageDataConfig), `soft` the `targets.soft_labels` section or None."""
+    kind, columns = _soft_columns(soft)
     if _source(value, role) == "folder":
         if kind and classes is None:
             raise KeraslsError(f"{value}: targets.soft_labels needs a .csv manifest as data.train, not a folder")
@@ -177,7 +182,7 @@ def _load_set(value, role, config, classes) -> tuple[ImageSet, list[str]]:
         frame, classes, config.label_column,
         probability_columns=columns if kind == "probability" else None,
         vote_columns=columns if kind == "vote" else None,
-        vote_smoothing=getattr(config, "vote_smoothing", 0.0), source=str(value))
+        vote_smoothing=soft.vote_smoothing if soft is not None else 0.0, source=str(value))
     return ImageSet(list(frame[config.path_column]), labels, targets, soft, str(value),
                     observed_from(frame, config.label_column)), classes
 
@@ -194,21 +199,22 @@ def _readable(image_set: ImageSet, skip_corrupt: bool) -> ImageSet:
     return image_set.subset(keep)
 
 
-def load_image_sets(data_config, seed):
+def load_image_sets(data_config, soft=None, seed=0):
     """Read train/val/test (folders or manifests) -> (train, val, test or None, classes).
 
     Classes come from the training set: its folder names, its sorted label values, or the sorted class suffixes
     of the probability/vote columns. Without a val set, train is split per class (seeded, the rule of
-    `kerasls.data.tabular.stratified_split`): per label, or per argmax of the distribution for soft targets. Every image is decoded once up front (`check_images`). A val/test
-    manifest without the probability/vote columns but with a label column is read with hard labels.
+    `kerasls.data.tabular.stratified_split`): per label, or per argmax of the distribution for soft targets.
+    Every image is decoded once up front (`check_images`). A val/test manifest without the probability/vote
+    columns but with a label column is read with hard labels.
     """
-    skip = bool(getattr(data_config, "skip_corrupt", False))
-    train, classes = _load_set(data_config.train, "train", data_config, None)
+    skip = data_config.skip_corrupt
+    train, classes = _load_set(data_config.train, "train", data_config, soft, None)
     if len(classes) < 2:
         raise KeraslsError(f"{data_config.train}: one class only ({classes}); a classifier needs two or more")
     train = _readable(train, skip)
     if data_config.val:
-        val = _readable(_load_set(data_config.val, "val", data_config, classes)[0], skip)
+        val = _readable(_load_set(data_config.val, "val", data_config, soft, classes)[0], skip)
     else:
         # stratified by the argmax of the distributions for soft targets (as tables are), else by the label
         strata = train.targets.argmax(axis=1) if train.soft else train.labels
@@ -219,8 +225,8 @@ def load_image_sets(data_config, seed):
             raise KeraslsError(f"{data_config.train}: too few images per class to split off a validation set "
                                f"(val_fraction={data_config.val_fraction}); add images or set data.val")
     test = None
-    if getattr(data_config, "test", None):
-        test = _readable(_load_set(data_config.test, "test", data_config, classes)[0], skip)
+    if data_config.test:
+        test = _readable(_load_set(data_config.test, "test", data_config, soft, classes)[0], skip)
     return train, val, test, classes
 
 
@@ -301,32 +307,43 @@ def decode_image(encoded, image_size, channels):
 
 
 def make_image_dataset(image_set: ImageSet, image_size, channels, batch_size, shuffle=False, seed=0, cache=False,
-                       augment=None, mix=None, drop_remainder=False):
+                       augment=None, mix=None, drop_remainder=False, epoch=None):
     """ImageSet -> `tf.data.Dataset` of (images float32 [B, H, W, C] in 0..255, targets float32 [B, K]).
 
-    Order: (paths, targets) -> shuffle paths (seeded, reshuffled every epoch; after the cache instead when
-    caching) -> read + `decode_image` (parallel, order kept so a seed reproduces the order) -> cache decoded
-    images in memory (optional) -> batch (`drop_remainder` only when there is at least one full batch) ->
-    `augment(images, training=True)` (optional, e.g. a `keras.Sequential` of random layers) ->
-    `mix(images, targets)` (optional, MixUp/CutMix on the batch) -> prefetch.
+    Evaluation (no `shuffle`): read + `decode_image` (parallel, order kept) -> cache (optional) -> batch.
+    Training (`shuffle`): the order of every epoch is a permutation that depends only on (seed, epoch), the epoch
+    read from `epoch` (default `kerasls.data.epochs.epoch_variable()`), so a resumed run sees the batches an
+    unbroken one saw. With `cache` the images are decoded once into memory and each epoch gathers its batches
+    (`epoch_shuffled_dataset`, the in-memory table feed); without, each epoch reads and decodes its files in the
+    permuted order. Then `augment(images, training=True)` (optional, e.g. a `keras.Sequential` of random layers)
+    and `mix(images, targets)` (optional, MixUp/CutMix on the batch) -> prefetch. `drop_remainder` applies only
+    when there is at least one full batch.
     """
     import tensorflow as tf
 
     count = len(image_set)
     targets = np.asarray(image_set.targets, dtype=np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(image_set.paths, dtype=object), targets))
-    if shuffle and not cache:
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    paths = np.asarray(image_set.paths, dtype=object)
+    drop_remainder = bool(drop_remainder) and count >= batch_size
 
     def load(path, target):
         return decode_image(tf.io.read_file(path), image_size, channels), target
 
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        dataset = dataset.cache()
-        if shuffle:
-            dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=bool(drop_remainder) and count >= batch_size)
+    epoch = epoch if epoch is not None else epoch_variable()
+    if not shuffle:
+        dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = (dataset.cache() if cache else dataset).batch(batch_size, drop_remainder=drop_remainder)
+    elif cache:
+        decoded = make_image_dataset(image_set, image_size, channels, 256)
+        pixels = np.concatenate([images.numpy() for images, _ in decoded], axis=0)
+        dataset = epoch_shuffled_dataset(pixels, targets, batch_size, seed, epoch, drop_remainder)
+    else:
+        order = tf.data.Dataset.from_tensors(0).flat_map(
+            lambda _: tf.data.Dataset.from_tensor_slices(epoch_permutation(count, seed, epoch)))
+        paths_tensor, targets_tensor = tf.constant(paths.astype(str)), tf.constant(targets)
+        dataset = order.map(lambda index: load(tf.gather(paths_tensor, index), tf.gather(targets_tensor, index)),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         dataset = dataset.map(lambda images, batch_targets: (_call_training(augment, images), batch_targets),
                               num_parallel_calls=tf.data.AUTOTUNE)

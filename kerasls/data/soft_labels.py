@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kerasls import targets as soft_targets
-from kerasls.data.tabular import class_indices, label_strings
+from kerasls.data.labels import label_indices
 from kerasls.errors import KeraslsError
 
 _PREFIXES = {"probability": "prob_", "vote": "votes_"}
@@ -54,7 +54,7 @@ def table_targets(frame, classes, label_column, probability_columns=None, vote_c
     lines = [int(index) + 2 for index in frame.index]
     columns = probability_columns or vote_columns
     if not (probability_columns or vote_columns):
-        labels = label_indices(frame, classes, label_column, lines, source)
+        labels = label_indices(frame, label_column, classes, source)
         return soft_targets.one_hot(labels, len(classes)), labels, False
     kind = "probability" if probability_columns else "vote"
     values, ordered = _soft_values(frame, classes, kind, columns, lines, source)
@@ -75,25 +75,13 @@ def table_targets(frame, classes, label_column, probability_columns=None, vote_c
             raise KeraslsError(f"targets.soft_labels.vote_smoothing must be >= 0; got {vote_smoothing}")
         targets = soft_targets.from_votes(values, vote_smoothing)
     if observed_from(frame, label_column) == "label":
-        return targets, label_indices(frame, classes, label_column, lines, source), True
+        return targets, label_indices(frame, label_column, classes, source), True
     return targets, np.argmax(targets, axis=1).astype(np.int64), True
 
 
 def observed_from(frame, label_column) -> str:
     """"label" when the rows' observed classes come from the label column, "argmax" when from distributions."""
     return "label" if label_column is not None and label_column in frame.columns else "argmax"
-
-
-def label_indices(frame, classes, label_column, lines, source) -> np.ndarray:
-    if label_column not in frame.columns:
-        raise KeraslsError(f"{source}: label column {label_column!r} not found (set data.label_column)")
-    missing = np.flatnonzero(frame[label_column].isna().to_numpy())
-    if missing.size:
-        raise KeraslsError(f"{source}: line {lines[missing[0]]}: label column {label_column!r} is empty; "
-                           "fill it or drop the row")
-    return class_indices(label_strings(frame[label_column]), classes, lines, source,
-                         f"is not a training class {list(classes)}; remove the row or add examples of that class "
-                         "to the training data")
 
 
 def _soft_values(frame, classes, kind, columns, lines, source):

@@ -21,7 +21,6 @@ What differs from in-memory tables, and why:
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -29,7 +28,10 @@ import pandas as pd
 
 from kerasls.config import DataConfig, FeatureColumns
 from kerasls.data import tabular
+from kerasls.data.labels import label_strings
+from kerasls.data.soft_labels import soft_column_classes
 from kerasls.errors import KeraslsError
+from kerasls.preprocessing import TabularPreprocessor, text_update_function
 
 ENCODE_ROWS = 4096  # rows per preprocessor call: large enough to amortise the call, small enough for TF-IDF width
 MEDIAN_SAMPLE = 100_000  # values per numeric column kept to estimate its median
@@ -80,8 +82,6 @@ class StreamingAdapter:
     """Accumulates, chunk by chunk, what `TabularPreprocessor.adapt` computes from a whole table."""
 
     def __init__(self, preprocessor, seed: int):
-        from kerasls.preprocessing import text_update_function
-
         self.preprocessor = preprocessor
         width = len(preprocessor.numeric)
         self.count = 0
@@ -147,8 +147,6 @@ class TableStream:
     """
 
     def __init__(self, data: DataConfig, seed: int, soft=None):
-        from kerasls.preprocessing import TabularPreprocessor
-
         if soft is not None and soft.source == "teacher":
             raise KeraslsError("targets.soft_labels.teacher is not supported with data.streaming: true; set "
                                "data.streaming: false (teacher logits are cached per row in memory)")
@@ -216,8 +214,6 @@ class TableStream:
 
     # -- the pass that checks and adapts ----------------------------------------------------------------------
     def _soft_classes(self):
-        from kerasls.data.soft_labels import soft_column_classes
-
         kind = "probability" if self.soft.probabilities else "vote"
         return sorted(soft_column_classes(self.soft.probabilities or self.soft.votes, kind, self.data.train))
 
@@ -233,7 +229,7 @@ class TableStream:
             if self.soft:
                 _, labels, _ = tabular.frame_targets(frame, self.classes, self.label, self.soft)
             else:
-                labels = tabular.label_strings(frame[self.label])
+                labels = label_strings(frame[self.label])
                 names.update(labels.tolist())
             train_labels.append(Counter(labels[~in_val].tolist()))
             adapter.update(tabular.column_arrays(frame[~in_val], self.features))

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from kerasls.config import DataConfig, FeatureColumns
+from kerasls.data.labels import as_text, label_indices, label_strings
+from kerasls.data.soft_labels import soft_column_classes, table_targets
 from kerasls.errors import KeraslsError
 
 # Names a SavedModel signature accepts as input keys (TF's own rule for signature arguments).
@@ -70,13 +72,6 @@ def is_parquet(path: Path) -> bool:
 # pandas' default spellings of a missing value: missing in a numeric column (a string column keeps them as text)
 MISSING_SPELLINGS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-
-
-def as_text(value) -> str:
-    """A typed value (Parquet) as the text a client would send: 1.0 and 1 are "1"; True is "True"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def typed_columns(frame: pd.DataFrame, literal=()) -> pd.DataFrame:
@@ -179,11 +174,13 @@ def check_columns(frame: pd.DataFrame, features: FeatureColumns, label: Optional
             if name == label:
                 raise KeraslsError(f"{path}: label column {name!r} is empty (all values missing); fill in the class "
                                    "names or set data.label to the column that holds them")
-            raise KeraslsError(f"{path}: column {name!r} is empty (all values missing); fill it or drop it from the features")
+            raise KeraslsError(f"{path}: column {name!r} is empty (all values missing); fill it or drop it from "
+                               "the features")
     for name in features.all_columns():
         if not _SIGNATURE_NAME.match(str(name)):
             raise KeraslsError(
-                f"{path}: column name {name!r} cannot name a serving input (use letters, digits, '_', '.', '-'); rename it"
+                f"{path}: column name {name!r} cannot name a serving input (use letters, digits, '_', '.', '-'); "
+                "rename it"
             )
     for name in features.numeric:
         if not pd.api.types.is_numeric_dtype(frame[name]):
@@ -197,32 +194,6 @@ def check_columns(frame: pd.DataFrame, features: FeatureColumns, label: Optional
     if label and frame[label].isna().any():
         row = int(frame.index[frame[label].isna()][0]) + 2
         raise KeraslsError(f"{path}: line {row}: label column {label!r} is missing a value; fill it or drop the row")
-
-
-def label_strings(column: pd.Series) -> np.ndarray:
-    """Class names as strings: the file's text; typed values (Parquet) as `as_text` spells them."""
-    if pd.api.types.is_string_dtype(column) and column.notna().all():  # text already (fast path, large tables)
-        return column.astype(str).to_numpy(dtype=object)
-    return np.array([as_text(value) for value in column], dtype=object)
-
-
-def class_indices(names, classes, lines, source: str, not_a_class: str) -> np.ndarray:
-    """Class names -> int64 indices into `classes`, vectorised; the first name that is not a class raises
-    "<source>: line <its line>: label <name> <not_a_class>". `lines[i]` is the file line of `names[i]`."""
-    codes = pd.Categorical(np.asarray(names, dtype=object), categories=list(classes)).codes.astype(np.int64)
-    unknown = np.flatnonzero(codes < 0)
-    if unknown.size:
-        first = unknown[0]
-        raise KeraslsError(f"{source}: line {lines[first]}: label {names[first]!r} {not_a_class}")
-    return codes
-
-
-def label_indices(frame: pd.DataFrame, label: str, classes: list[str]) -> np.ndarray:
-    # the frame's index is the row number in its file (chunks, splits): +1 for the header, +1 for 1-based lines
-    return class_indices(label_strings(frame[label]), classes, np.asarray(frame.index) + 2,
-                         frame.attrs.get("path", "table"),
-                         f"in column {label!r} is not a training class {classes}; remove the row or add examples "
-                         "of that class to the training data")
 
 
 def column_arrays(frame: pd.DataFrame, features: FeatureColumns) -> dict:
@@ -295,14 +266,12 @@ def frame_targets(frame: pd.DataFrame, classes, label, soft=None):
     distributions (a val/test table without those columns but with the label column is read with hard labels).
     The observed class is the label column's, or the argmax of the distribution without one (`table_targets`).
     """
-    from kerasls.data.soft_labels import table_targets
-
     source = frame.attrs.get("path", "table")
     columns = soft.columns() if soft else []
     if columns and (set(columns) & set(frame.columns) or label not in frame.columns):
         return table_targets(frame, classes, label, probability_columns=soft.probabilities,
                              vote_columns=soft.votes, vote_smoothing=soft.vote_smoothing, source=source)
-    indices = label_indices(frame, label, classes)
+    indices = label_indices(frame, label, classes, source)
     return np.eye(len(classes), dtype=np.float32)[indices], indices, False
 
 
@@ -312,8 +281,6 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
     `soft` (a SoftLabelsConfig with probabilities or votes) takes the classes and targets from those columns;
     the label column is then optional.
     """
-    from kerasls.data.soft_labels import soft_column_classes, table_targets
-
     soft = soft if soft is not None and soft.source != "teacher" else None
     soft_columns = soft.columns() if soft else []
     # the label and the categorical/text columns are read as the file's strings (see `typed_columns`)
@@ -337,7 +304,8 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
         names = None
     if len(classes) < 2:
         raise KeraslsError(
-            f"{config.train}: label column {config.label!r} has one class only ({classes}); a classifier needs two or more"
+            f"{config.train}: label column {config.label!r} has one class only ({classes}); a classifier needs two "
+            "or more"
         )
     literal = [config.label] + features.categorical + features.text
     if config.val:

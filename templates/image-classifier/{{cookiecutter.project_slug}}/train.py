@@ -3,17 +3,18 @@
     python train.py [--config config.yaml] [--run-name NAME] [key=value ...]
 
 For example `python train.py training.epochs=5 augment.mixup.probability=0.5`. The script reads top to bottom:
-configuration, data, targets, pipeline, model, training, calibration, export, report. Every step writes into
-the run folder `runs/<name>/`, whose path is the last line printed. This file is yours: edit it.
+configuration, data, model and recipe, training (and fine-tuning), calibration, export, report. Every step
+writes into the run folder `runs/<name>/`, whose path is the last line printed. This file is yours: edit it.
 """
 
 import sys
 
-from kerasls import augmentation, guardrails, results, run, targets, teacher, training
+import kerasls.startup  # noqa: F401  (first: TensorFlow without its start-up lines; --debug shows them)
+from kerasls import augmentation, guardrails, results, run, training
 from kerasls.config import ImageConfig
-from kerasls.data import images
 from kerasls.errors import run_with_clear_errors
-from kerasls.export import export_classifier, image_serving
+from kerasls.export import export_classifier
+from kerasls.image_feed import ImageFeed
 
 from model import build_model
 
@@ -27,112 +28,83 @@ def main(argv):
     # The tf.distribute strategy of training.distribute (one device, all local GPUs, or the workers of
     # TF_CONFIG). It is made before any other TensorFlow work, as multi-worker training requires.
     strategy = training.distribution_strategy(config.training)
+    print(training.describe_setup(strategy, config.training))
 
     # ## Data
-    # Class folders or a CSV manifest. Every image is decoded once here, so a corrupt file is reported by name
-    # before training starts. Without a validation set, a stratified split of the training images.
-    train_set, val_set, test_set, classes = images.load_image_sets(config.data_view(), seed=config.seed)
-    eval_set, eval_split = (test_set, "test") if test_set is not None else (val_set, "val")
-    print(f"classes: {classes}")
-    print(f"images: train={len(train_set.paths)} val={len(val_set.paths)} {eval_split}={len(eval_set.paths)}")
-
-    # The data checked out: make the run folder runs/<name>/ with the resolved config, so the run can be repeated.
-    run_folder = run.start_run(config, command_line)
-
-    # ## Targets
-    # Probability vectors: one-hot rows for hard labels, or the manifest's distributions (probability or vote
-    # columns); `labels` are the observed classes (the label column, else the argmax of the distribution) that
-    # accuracy and calibration are measured against. Label smoothing is applied by the loss, after MixUp/CutMix,
-    # so metrics read the unsmoothed targets: y(1 - ε) + ε/K, or y(1 - ε) + ε·π toward the training class
-    # frequencies π with `prior: class_prior`. Smoothing is affine, so smoothing after mixing equals timm's
-    # "smooth, then mix". With a teacher, targets are packed as [hard | softmax(z_teacher / T)] for the
-    # distillation loss.
-    epsilon, soft = config.targets.label_smoothing, config.targets.soft_labels
-    prior = targets.class_prior(train_set.labels, len(classes))
-    val_distributions = val_set.targets if val_set.soft else None
-    if soft is not None and soft.source == "teacher":
-        for image_set in (train_set, val_set):
-            logits = teacher.image_teacher_logits(soft.teacher, classes, image_set)
-            image_set.targets = teacher.pack(image_set.targets, logits, soft.temperature)
+    # Class folders or a CSV manifest; every image is decoded once here, so a corrupt file is reported by name
+    # before training starts. Without a validation set, a stratified split of the training images. Targets are
+    # probability vectors: one-hot rows for hard labels, or the manifest's distributions (probability or vote
+    # columns). Training batches get random flips/rotations/zoom, then MixUp/CutMix; validation and test images
+    # are never augmented or mixed.
+    feed = ImageFeed(config)
+    print(feed.summary())
+    run_folder = run.start_run(config, command_line)  # the data checked out: runs/<name>/ with the config
     guardrails.warn(config.targets, config.augment)
+    batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
+    train_data = feed.train_dataset(  # each epoch's order depends on (seed, epoch): exact crash resume
+        batch_size, drop_remainder, augment=augmentation.build_augmenter(config.augment, seed=config.seed),
+        mix=augmentation.build_mixer(config.augment, seed=config.seed))
+    val_data = feed.dataset("val", batch_size)
 
-    # ## Pipeline
-    # tf.data: parallel decode and resize, in-memory cache, then (training only) random flips/rotations/zoom
-    # and MixUp/CutMix on whole batches. Validation and test data are never augmented or mixed.
-    image_size, channels = tuple(config.data.image_size), config.data.channels
-    train_data = images.make_image_dataset(
-        train_set, image_size, channels, config.training.batch_size, shuffle=True, seed=config.seed,
-        cache=config.data.cache, augment=augmentation.build_augmenter(config.augment, seed=config.seed),
-        mix=augmentation.build_mixer(config.augment, seed=config.seed),
-        drop_remainder=training.uses_xla(config.training),
-    )
+    # ## Model and recipe
+    # model.py's backbone and head (logits out). CategoricalCrossentropy(label_smoothing=ε, from_logits=True)
+    # smooths after MixUp/CutMix; smoothing is affine, so that equals timm's "smooth, then mix". The metrics
+    # read the unsmoothed targets: `nll` and `accuracy`, or `soft_ce` and `argmax_agreement` for label
+    # distributions. AdamW by default; `training.lr_schedule: cosine` adds cosine decay with warm-up.
+    steps = training.steps_per_epoch(feed.rows["train"], batch_size, drop_remainder)
 
-    def evaluation_data(image_set):
-        return images.make_image_dataset(image_set, image_size, channels, config.training.batch_size,
-                                         cache=config.data.cache)
+    def compile_model(model, training_config):
+        model.compile(optimizer=training.make_optimizer(training_config, steps),
+                      loss=training.make_loss(config.targets, prior=feed.class_prior()),
+                      metrics=training.make_metrics(config.targets, len(feed.classes)),
+                      jit_compile=training_config.jit_compile)
 
-    val_data, eval_data = evaluation_data(val_set), evaluation_data(eval_set)
-
-    # ## Model
-    # model.py's backbone and head, compiled with CategoricalCrossentropy(label_smoothing=ε, from_logits=True)
-    # and metrics on the unsmoothed targets: `nll` and `accuracy` for hard labels, `soft_ce` and
-    # `argmax_agreement` for probability or vote columns (kerasls.training).
     with strategy.scope():
-        model = build_model((*image_size, channels), len(classes), config.model)
-        training.compile_classifier(model, config.training, config.targets, prior=prior)
+        model = build_model(feed.input_shape, len(feed.classes), config.model)
+        compile_model(model, config.training)
     model.summary()
 
     # ## Training
-    # Progress bar, history.csv, TensorBoard, best checkpoint and early stopping on the validation score
-    # (`val_nll`, or `val_soft_ce` for label distributions), and per-epoch crash-safe state (kerasls.resume).
-    # With a frozen backbone, a second phase unfreezes it at a lower learning rate.
+    # TensorBoard, the best checkpoint and early stopping on the validation score (`val_nll`, or `val_soft_ce`
+    # for label distributions), and per-epoch crash-safe state (kerasls.resume). With a frozen backbone, a
+    # second phase unfreezes it at a lower learning rate; it starts after the epochs the first phase committed,
+    # so a run killed during either phase resumes where it stopped. Put callbacks of your own before these.
     epoch_score = training.validation_score(config.targets)
-    history = training.fit(model, train_data, val_data, config.training, run_folder, monitor=epoch_score)
+    callbacks = training.standard_callbacks(run_folder, config.training, monitor=epoch_score)
+    training.fit(model, train_data, val_data, config.training, callbacks)
     if config.model.freeze_backbone and config.model.fine_tune_epochs:
         for layer in model.layers:
             layer.trainable = True
         fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
         with strategy.scope():
-            training.compile_classifier(model, fine_tuning, config.targets, prior=prior)
-        done = len(history.epoch)
-        training.fit(model, train_data, val_data, fine_tuning, run_folder,
-                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done, phase="fine_tune",
-                     monitor=epoch_score)
+            compile_model(model, fine_tuning)
+        done = training.epochs_done(run_folder, phase="train")
+        callbacks = training.standard_callbacks(run_folder, fine_tuning, phase="fine_tune", monitor=epoch_score)
+        training.fit(model, train_data, val_data, fine_tuning, callbacks,
+                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done)
 
     # ## Calibration
     # The graph the export will serve, traced once; validation and test logits come from it, so the temperature
-    # and the metrics describe exactly what is served, also under mixed precision. One temperature T fitted on
+    # and the metrics describe exactly what is served, also under mixed precision. One temperature T minimises
     # the NLL of the validation images' observed classes, or the soft cross-entropy to their distributions when
-    # they carry them (calibration.fit_on); metrics on the unsmoothed observed classes of test (or validation).
-    serving = image_serving(model, image_size, channels)
-    val_logits = training.predict_logits(serving.evaluation_function(), val_data)
-    fit_on = results.temperature_objective(config.calibration.fit_on, val_distributions is not None)
-    temperature = results.fit_temperature(val_logits, val_set.labels, enabled=config.calibration.temperature_scaling,
-                                          soft_targets=val_distributions if fit_on == "soft" else None)
-    eval_logits = training.predict_logits(serving.evaluation_function(), eval_data)
+    # they carry them (calibration.fit_on).
+    serving = feed.serving(model)
+    calibrated = results.calibrate(serving, feed, config.calibration)
 
     # ## Export
     # A SavedModel whose `serving_default` takes encoded image bytes (decoded and resized in the graph, as in
     # training) and returns calibrated probabilities and class names; `serving_tensor` takes float images.
     export_path = None
     if config.export.enabled:
-        export_path = export_classifier(
-            run_folder.export_root, serving, tracked=[model],
-            classes=classes, temperature=temperature, metadata={"label_smoothing": epsilon},
-        )
+        export_path = export_classifier(run_folder.export_root, serving, tracked=feed.tracked(model),
+                                        classes=feed.classes, temperature=calibrated.temperature,
+                                        metadata={"label_smoothing": config.targets.label_smoothing})
         print(f"export: {export_path}")
 
     # ## Report
     # metrics.json, predictions.csv (one row per image, with its path), report.html.
-    metrics = results.write_results(
-        run_folder, classes=classes, labels=eval_set.labels, logits=eval_logits, temperature=temperature,
-        split=eval_split, label_smoothing=epsilon, bins=config.calibration.bins,
-        target_accuracy=config.calibration.target_accuracy, export_path=export_path,
-        validation=(val_logits, val_set.labels, val_distributions),
-        temperature_scaling=config.calibration.temperature_scaling, temperature_fit_on=fit_on,
-        row_ids=eval_set.paths, soft_targets=eval_set.targets if eval_set.soft else None,
-        observed_class=eval_set.observed_class, epoch_score=epoch_score, title="{{ cookiecutter.project_name }}",
-    )
+    metrics = results.report_run(run_folder, feed, calibrated, config, export_path, epoch_score,
+                                 title="{{ cookiecutter.project_name }}")
     print(results.headline(metrics))
     print(f"run: {run_folder.path}")
 

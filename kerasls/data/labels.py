@@ -1,0 +1,53 @@
+"""Class names and class indices of table rows: the label column's text, and its index into the classes.
+
+Shared by every table reader (training tables, streaming chunks, image manifests, `kerasls evaluate`), so a
+label is spelled and looked up one way, and an unknown one is one error naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kerasls.errors import KeraslsError
+
+
+def as_text(value) -> str:
+    """A typed value (Parquet) as the text a client would send: 1.0 and 1 are "1"; True is "True"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def label_strings(column: pd.Series) -> np.ndarray:
+    """Class names as strings: the file's text; typed values (Parquet) as `as_text` spells them."""
+    if pd.api.types.is_string_dtype(column) and column.notna().all():  # text already (fast path, large tables)
+        return column.astype(str).to_numpy(dtype=object)
+    return np.array([as_text(value) for value in column], dtype=object)
+
+
+def class_indices(names, classes, lines, source: str, not_a_class: str) -> np.ndarray:
+    """Class names -> int64 indices into `classes`, vectorised; the first name that is not a class raises
+    "<source>: line <its line>: label <name> <not_a_class>". `lines[i]` is the file line of `names[i]`."""
+    codes = pd.Categorical(np.asarray(names, dtype=object), categories=list(classes)).codes.astype(np.int64)
+    unknown = np.flatnonzero(codes < 0)
+    if unknown.size:
+        first = unknown[0]
+        raise KeraslsError(f"{source}: line {lines[first]}: label {names[first]!r} {not_a_class}")
+    return codes
+
+
+def label_indices(frame: pd.DataFrame, label: str, classes, source=None) -> np.ndarray:
+    """The class index of every row's `label` column. The frame's index is the row number in its file (chunks,
+    splits): +1 for the header, +1 for 1-based lines, so errors name the file line."""
+    source = source or frame.attrs.get("path", "table")
+    lines = np.asarray(frame.index) + 2
+    if label not in frame.columns:
+        raise KeraslsError(f"{source}: label column {label!r} not found; columns are {list(frame.columns)}")
+    missing = np.flatnonzero(frame[label].isna().to_numpy())
+    if missing.size:
+        raise KeraslsError(f"{source}: line {lines[missing[0]]}: label column {label!r} is empty; fill it or drop "
+                           "the row")
+    return class_indices(label_strings(frame[label]), classes, lines, source,
+                         f"in column {label!r} is not a training class {list(classes)}; remove the row or add "
+                         "examples of that class to the training data")
