@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasls import keras_internals
 from kerasls.cluster import cluster_task
 from kerasls.errors import KeraslsError
 from kerasls.replicas import split_across_replicas
@@ -72,9 +73,9 @@ def fit_multi_worker(model, train_data, val_data, epochs, initial_epoch=0, callb
         steps=_known_steps(train_data), model=model,
     )
     model.stop_training = False
-    model._initial_epoch = None  # set by EpochState when it restores a saved state
+    keras_internals.set_initial_epoch(model, None)  # set by EpochState when it restores a saved state
     callback_list.on_train_begin()
-    initial_epoch = _take_chief_state(strategy, model, model._initial_epoch or initial_epoch)
+    initial_epoch = _take_chief_state(strategy, model, keras_internals.initial_epoch(model) or initial_epoch)
     epoch_logs = None
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)  # sets the epoch the shuffled dataset reads: before iterating it

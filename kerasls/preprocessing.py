@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasls import keras_internals
+
 
 def text_update_function(vectorizer):
     """What `vectorizer.update_state` does for [N, 1] string arrays, vectorised and traced once.
@@ -24,11 +26,11 @@ def text_update_function(vectorizer):
     one `tf.unique` over (row, token) pairs, which counts into the layer's own tables the same totals (the
     vocabulary and IDF weights equal `TextVectorization.adapt`'s: tested): 100k rows in 0.8 s (traced map_fn: 6 s).
     """
-    lookup = vectorizer._lookup_layer  # the IndexLookup whose tables adapt() fills (Keras 3.15 internals)
+    lookup = keras_internals.text_lookup_layer(vectorizer)  # the tables adapt() fills
 
     @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.string)])
     def update(strings):
-        tokens = vectorizer._preprocess(strings)  # standardise and split, exactly as the layer does: [N, None]
+        tokens = keras_internals.text_tokens(vectorizer, strings)  # standardised and split as the layer does
         words, word_index = tf.unique(tokens.flat_values, out_idx=tf.int64)
         distinct = tf.size(words, out_type=tf.int64)
         counts = tf.math.bincount(word_index, minlength=distinct, dtype=tf.int64)

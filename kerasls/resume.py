@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from kerasls import keras_internals
 from kerasls.faults import fault_point
 from kerasls.fileio import atomic_write_text
 
@@ -84,7 +85,7 @@ class EpochState(keras.callbacks.Callback):
                                "the model changed since the interrupted run; use a new --run-name")
         for variable, value in zip(variables, values):
             variable.assign(value)
-        self.model._initial_epoch = state["epoch"]
+        keras_internals.set_initial_epoch(self.model, state["epoch"])
 
     def _restore_counters(self):
         scores = [row[self.monitor] for row in self.rows if self.monitor in row]
@@ -111,7 +112,7 @@ class EpochState(keras.callbacks.Callback):
         if state is not None:
             self._restore(state)
             if state["finished"]:
-                self.model._initial_epoch = self.params["epochs"]  # trained already: nothing left to run
+                keras_internals.set_initial_epoch(self.model, self.params["epochs"])  # trained already
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch_variable is not None:

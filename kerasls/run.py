@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from kerasls import config as config_module
 from kerasls.cluster import cluster_task
 from kerasls.errors import KeraslsError
@@ -171,10 +173,43 @@ def lock_run_folder(run: RunFolder) -> Path:
         return lock
 
 
+# Keys whose change does not change what a resumed run computes
+RESUMABLE_CHANGES = {"training.verbose"}
+
+
+def changed_keys(saved: dict, current: dict, prefix="") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (nested dicts compared key by key)."""
+    keys = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        before, after = saved.get(key), current.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            keys.extend(changed_keys(before, after, f"{name}."))
+        elif before != after:
+            keys.append(name)
+    return keys
+
+
+def check_resume_config(run: RunFolder, config) -> None:
+    """A rerun of an interrupted run resumes it only with the settings it started with: the saved state was
+    trained with those, and config.yaml would otherwise claim every epoch used the new values."""
+    if not run.config.is_file() or not (run.checkpoints).is_dir():
+        return
+    saved = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    current = config.model_dump(mode="json")
+    changed = [key for key in changed_keys(saved, current) if key not in RESUMABLE_CHANGES]
+    if changed:
+        raise KeraslsError(
+            f"{run.path}: this run started with other settings ({', '.join(changed)} differ from its config.yaml); "
+            "rerun with the same settings to resume it, or pass a new --run-name to start another run")
+
+
 def start_run(config, args) -> RunFolder:
     """Make and lock the run folder (once the data checked out) and write the resolved config into it; a non-chief
-    worker of a multi-worker run gets its own subfolder (see the module docstring)."""
+    worker of a multi-worker run gets its own subfolder (see the module docstring). Resuming a run with other
+    settings is refused (`check_resume_config`)."""
     run = create_run_folder(args.runs_dir, args.run_name, worker=worker_folder_name(config))
     lock_run_folder(run)
+    check_resume_config(run, config)
     atomic_write_text(run.config, config_module.dump_config(config))
     return run

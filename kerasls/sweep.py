@@ -2,8 +2,10 @@
 "does label smoothing help this model, and how much ε?" next to what temperature scaling does on its own.
 
 Each run is the project's own `train.py` with `targets.label_smoothing=ε seed=s` and the user's overrides, in
-`<out>/runs/eps<ε>-seed<s>/`. A run folder that already holds `metrics.json` is reused, so an interrupted sweep
-picks up where it stopped. The recommended ε has the lowest validation score after temperature scaling, the
+`<out>/runs/eps<ε>-seed<s>/`. A finished run is reused only when what it ran equals what the sweep would run now
+(`run_fingerprint`: resolved config, train.py, model.py, data files), so an interrupted sweep picks up where it
+stopped and a changed sweep trains again; a run of other settings is moved aside, never deleted. The
+recommended ε has the lowest validation score after temperature scaling, the
 quantity temperature scaling itself minimises, so the comparison is fair to ε = 0: the NLL of the observed
 classes, or for validation rows that carry distributions the soft cross-entropy to them (each run's
 `ranking_score`); ties go to the smaller ε.
@@ -11,6 +13,8 @@ classes, or for validation rows that carry distributions the soft cross-entropy 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import json
 import subprocess
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kerasls.config import read_yaml
+from kerasls.config import ImageConfig, TabularConfig, dump_config, load_config, read_yaml
 from kerasls.errors import KeraslsError
 from kerasls.fileio import atomic_write_text
 
@@ -53,9 +57,53 @@ def progress_line(done: int, total: int, message: str, width: int = 24) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} {message}"
 
 
+FINGERPRINT_FILE = "sweep_fingerprint.txt"
+
+
+def run_fingerprint(project: Path, config, overrides) -> str:
+    """What a sweep run computes from: the resolved config (the project's config file, the overrides, ε and seed),
+    the project's train.py and model.py, and the size and modification time of the data files it names."""
+    config_file = config or project / "config.yaml"
+    raw = read_yaml(config_file) if Path(config_file).is_file() else {}
+    schema = ImageConfig if "augment" in raw else TabularConfig
+    with contextlib.chdir(project):  # train.py resolves command-line paths from the project folder
+        resolved = load_config(config_file if Path(config_file).is_file() else None, list(overrides), schema)
+    digest = hashlib.sha256(dump_config(resolved).encode())
+    for name in ("train.py", "model.py"):
+        path = project / name
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    for key in ("train", "val", "test"):
+        value = getattr(resolved.data, key, None)
+        if value and Path(value).exists():
+            stat = Path(value).stat()
+            digest.update(f"{value}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def claim_run_folder(folder: Path, fingerprint: str) -> bool:
+    """True when `folder` holds a finished run of exactly this fingerprint (reuse it). A folder from other
+    settings, code or data is moved aside to `<name>.replaced-<its fingerprint>` (kept, not deleted) and the
+    fingerprint of the run about to start is written."""
+    stamp = folder / FINGERPRINT_FILE
+    if folder.exists():
+        previous = stamp.read_text().strip() if stamp.is_file() else "unknown"
+        if previous == fingerprint:
+            return (folder / "metrics.json").is_file()
+        target = folder.with_name(f"{folder.name}.replaced-{previous}")
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = folder.with_name(f"{folder.name}.replaced-{previous}-{suffix}")
+        folder.rename(target)
+    folder.mkdir(parents=True)
+    stamp.write_text(fingerprint + "\n")
+    return False
+
+
 def train_once(project: Path, runs_dir: Path, epsilon: float, seed: int, overrides: list[str], config=None) -> dict:
     folder = runs_dir / run_name(epsilon, seed)
-    if (folder / "metrics.json").is_file():
+    arguments = [f"targets.label_smoothing={epsilon}", f"seed={seed}", *overrides]
+    if claim_run_folder(folder, run_fingerprint(project, config, arguments)):
         return json.loads((folder / "metrics.json").read_text())
     command = [sys.executable, "train.py", f"targets.label_smoothing={epsilon}", f"seed={seed}",
                "training.verbose=0", *overrides, *(["--config", str(config)] if config else []),

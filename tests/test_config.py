@@ -85,3 +85,13 @@ def test_missing_config_file(tmp_path):
 def test_override_without_equals_sign(tmp_path):
     with pytest.raises(KeraslsError, match="not of the form key=value"):
         load_config(None, ["training.epochs"])
+
+
+def test_changed_keys_names_every_differing_leaf():
+    from kerasls.run import changed_keys
+
+    saved = {"seed": 42, "training": {"epochs": 3, "learning_rate": 0.001}, "data": {"features": None}}
+    current = {"seed": 42, "training": {"epochs": 3, "learning_rate": 0.01}, "data": {"features": {"numeric": []}},
+               "export": {"enabled": True}}
+    assert changed_keys(saved, current) == ["data.features", "export", "training.learning_rate"]
+    assert changed_keys(saved, saved) == []

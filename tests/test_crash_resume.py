@@ -146,3 +146,19 @@ def test_a_run_killed_while_fine_tuning_resumes_to_the_unbroken_result(image_pro
                                atol=1e-5)
     np.testing.assert_allclose(pd.read_csv(run / "predictions.csv").filter(like="prob_").to_numpy(),
                                pd.read_csv(reference / "predictions.csv").filter(like="prob_").to_numpy(), atol=1e-5)
+
+
+def test_resuming_with_other_settings_is_refused_naming_the_keys(trained_project):
+    """A killed run resumes only with the settings it started with; changed ones are named, nothing is written."""
+    project, name = trained_project.project, "changed-settings"
+    assert train(project, name, "after_commit:1").returncode == -signal.SIGKILL
+    run = project / "runs" / name
+    saved = (run / "config.yaml").read_text()
+    changed = train(project, name, extra=["training.learning_rate=0.01", "model.dropout=0.5"])
+    assert changed.returncode == 2
+    last = changed.stderr.strip().splitlines()[-1]
+    assert "training.learning_rate" in last and "model.dropout" in last and "--run-name" in last, last
+    assert "Traceback" not in changed.stderr
+    assert (run / "config.yaml").read_text() == saved and not (run / "metrics.json").exists()
+    resumed = train(project, name, extra=["training.verbose=2"])  # verbosity may change
+    assert resumed.returncode == 0, resumed.stderr[-2000:]

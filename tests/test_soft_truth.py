@@ -192,7 +192,8 @@ def test_image_manifest_with_votes_serves_probabilities_closer_to_the_truth(tmp_
             args = [f"data.train={train}", f"data.test={test}", "data.image_size=[8, 8]", "data.channels=1",
                     "model.filters=[8, 16]", "model.dropout=0.0", "augment.flip=none", "training.epochs=30",
                     "training.early_stopping=5", "training.learning_rate=0.003", "training.verbose=0",
-                    "targets.label_smoothing=0", f"seed={seed}", "--run-name", f"{kind}{seed}"]
+                    "targets.label_smoothing=0", "training.deterministic=true", f"seed={seed}", "--run-name",
+                    f"{kind}{seed}"]
             if kind == "votes":
                 args.append("targets.soft_labels={votes: [votes_dark, votes_mid, votes_light]}")
             metrics = json.loads((train_in_process(project, *args) / "metrics.json").read_text())
@@ -204,4 +205,4 @@ def test_image_manifest_with_votes_serves_probabilities_closer_to_the_truth(tmp_
                 assert 0.7 < metrics["temperature"] < 1.5
         gaps.append(served["hard"] - served["votes"])
     print("image served CE gaps (hard - votes):", np.round(gaps, 4))
-    assert min(gaps) > 0.01, gaps
+    assert min(gaps) > 0.005, gaps

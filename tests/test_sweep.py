@@ -78,6 +78,17 @@ def test_sweep_on_a_project_writes_summary_and_report_and_reuses_finished_runs(t
     assert (out / "runs" / "eps0-seed42" / "metrics.json").stat().st_mtime_ns == stamp  # reused, not retrained
     assert pd.read_csv(out / "summary.csv").equals(summary)
 
+    # another override: what the finished runs ran is not what this sweep runs, so it trains again; the old runs
+    # are moved aside, not deleted
+    changed = subprocess.run([*command, "model.dropout=0.5"], capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    rerun = json.loads((out / "runs" / "eps0-seed42" / "metrics.json").read_text())
+    assert (out / "runs" / "eps0-seed42" / "metrics.json").stat().st_mtime_ns != stamp
+    assert "dropout: 0.5" in (out / "runs" / "eps0-seed42" / "config.yaml").read_text()
+    kept = sorted(p.name for p in (out / "runs").iterdir() if ".replaced-" in p.name)
+    assert len(kept) == 2 and all((out / "runs" / name / "metrics.json").is_file() for name in kept)
+    assert rerun["label_smoothing"] == 0.0
+
 
 def test_sweep_refuses_a_folder_that_is_not_a_project(tmp_path):
     result = subprocess.run([sys.executable, "-m", "kerasls.cli", "sweep", str(tmp_path)], capture_output=True,
