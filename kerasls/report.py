@@ -251,6 +251,11 @@ def _metrics_section(metrics):
                      "so T=1.</p>")
     elif temperature is not None and float(temperature) == 1.0:
         parts.append(f'<p class="note">Temperature scaling did not lower {objective}, so T=1 was kept.</p>')
+    elif temperature is not None and any(metrics.get(f"{name}_calibrated", 0) > metrics.get(name, 0)
+                                         for name in ("nll", "ece")):
+        parts.append('<p class="note">Temperature scaling did not help on these rows: T was fitted on the '
+                     "validation rows, and here it makes NLL or ECE worse (see the table); compare with more "
+                     "validation rows or seeds before relying on it.</p>")
     return "\n".join(parts)
 
 

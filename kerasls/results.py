@@ -179,10 +179,27 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     return metrics
 
 
+def temperature_note(metrics: dict) -> str:
+    """One sentence when temperature scaling did not help on the evaluated split (it is fitted on validation rows,
+    so on another split it can make NLL or ECE a little worse), else ""."""
+    if metrics.get("temperature", 1.0) == 1.0:
+        return ""
+    worse = [name for name in ("nll", "ece") if metrics[f"{name}_calibrated"] > metrics[name]]
+    if not worse:
+        return ""
+    changes = ", ".join(f"{name.upper()} {metrics[name]:.4f} -> {metrics[name + '_calibrated']:.4f}" for name in worse)
+    return (f"Temperature scaling did not help on the {metrics['split']} rows ({changes}): T was fitted on the "
+            "validation rows, and on these rows it does not transfer; compare with more validation rows or seeds "
+            "before relying on it.")
+
+
 def headline(metrics: dict) -> str:
-    """One line for the console: accuracy and calibration before and after temperature."""
-    return (
+    """The console summary: accuracy and calibration before and after temperature, and a note when T did not
+    help on the evaluated split."""
+    line = (
         f"{metrics['split']} n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  "
         f"nll={metrics['nll']:.4f}  ece={metrics['ece']:.4f}  brier={metrics['brier']:.4f}  "
         f"T={metrics['temperature']:.3f} -> nll={metrics['nll_calibrated']:.4f} ece={metrics['ece_calibrated']:.4f}"
     )
+    note = temperature_note(metrics)
+    return f"{line}\nnote: {note}" if note else line

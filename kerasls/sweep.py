@@ -174,11 +174,34 @@ SCORE_NAMES = {"val_nll_calibrated": "validation NLL after temperature scaling",
                                          "scaling"}
 
 
+# One seed gives no spread: below this gap in the ranking score, two ε cannot be told apart (the score moves by
+# about 0.005-0.01 between seeds of the examples' models; examples/README.md).
+ONE_SEED_NOISE = 0.005
+
+
+def noise_sentence(summary: pd.DataFrame, best: float, score: str) -> str:
+    """Which other ε the recommended one cannot be told apart from: within ONE_SEED_NOISE for one seed, within
+    the larger of the two standard deviations over seeds otherwise; "" when it stands out."""
+    row = summary[summary["label_smoothing"] == best].iloc[0]
+    others = summary[summary["label_smoothing"] != best]
+    if f"{score}_std" in summary:
+        close = others[others[score] - row[score] <= others[f"{score}_std"].combine(row[f"{score}_std"], max)]
+        reason = f"within one standard deviation over {int(row['seeds'])} seeds"
+    else:
+        close = others[others[score] - row[score] <= ONE_SEED_NOISE]
+        reason = f"within {ONE_SEED_NOISE} with one seed, where seed noise is about that large (use --seeds 3)"
+    if close.empty:
+        return ""
+    values = ", ".join(f"{value:g}" for value in close["label_smoothing"])
+    return f" It cannot be told apart from ε = {values}: {reason}."
+
+
 def recommendation_sentence(summary: pd.DataFrame, best: float, score="val_nll_calibrated") -> str:
     row = summary[summary["label_smoothing"] == best].iloc[0]
     return (f"Recommended label_smoothing = {best:g}: lowest {SCORE_NAMES.get(score, score)} "
             f"({row[score]:.4f}), with accuracy {row['accuracy']:.4f} and ECE "
-            f"{row['ece']:.4f} before / {row['ece_calibrated']:.4f} after temperature.")
+            f"{row['ece']:.4f} before / {row['ece_calibrated']:.4f} after temperature."
+            + noise_sentence(summary, best, score))
 
 
 def plot_sweep(summary: pd.DataFrame, path: Path) -> Path:

@@ -120,3 +120,29 @@ def test_evaluate_names_an_unknown_label(trained_project, tmp_path):
     assert result.returncode == 2
     assert "rows.csv: line 6: label 'refund' is not a class of the export" in result.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_a_recommendation_within_seed_noise_says_so():
+    from kerasls.sweep import recommendation_sentence
+
+    one_seed = summarise(records([{"label_smoothing": 0.0, "seed": 1, "val_nll_calibrated": 0.3010},
+                                  {"label_smoothing": 0.1, "seed": 1, "val_nll_calibrated": 0.3000},
+                                  {"label_smoothing": 0.2, "seed": 1, "val_nll_calibrated": 0.3300}]))
+    sentence = recommendation_sentence(one_seed, recommend(one_seed))
+    assert "Recommended label_smoothing = 0.1" in sentence and "cannot be told apart from ε = 0:" in sentence
+    assert "0.2" not in sentence.split("cannot be told apart")[1]
+    seeds = summarise(records([{"label_smoothing": eps, "seed": seed, "val_nll_calibrated": value}
+                               for eps, values in ((0.0, (0.30, 0.32)), (0.1, (0.40, 0.42)))
+                               for seed, value in zip((1, 2), values)]))
+    assert "cannot be told apart" not in recommendation_sentence(seeds, recommend(seeds))
+
+
+def test_headline_says_when_temperature_did_not_help():
+    from kerasls.results import headline
+
+    metrics = {"split": "test", "n": 500, "accuracy": 0.79, "nll": 0.5264, "ece": 0.0302, "brier": 0.29,
+               "temperature": 0.867, "nll_calibrated": 0.5299, "ece_calibrated": 0.0405}
+    text = headline(metrics)
+    assert text.splitlines()[1].startswith("note: Temperature scaling did not help on the test rows (NLL 0.5264 -> "
+                                           "0.5299, ECE 0.0302 -> 0.0405)")
+    assert "\n" not in headline({**metrics, "nll_calibrated": 0.52, "ece_calibrated": 0.02})

@@ -163,3 +163,19 @@ def test_the_generated_projects_own_make_test_passes(tmp_path, template):
                             text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"\b1 passed\b", result.stdout), result.stdout[-2000:]
+
+
+@pytest.mark.parametrize("template", ["tabular-intent", "image-classifier"])
+def test_generated_makefile_finds_a_python_with_kerasls_or_says_what_to_do(tmp_path, template):
+    project = render_template(template, tmp_path, {"project_slug": "make_python"})
+    without = {**os.environ, "PATH": "/usr/bin:/bin"}  # the system Python, which has no kerasls
+    probe = subprocess.run(["python3", "-c", "import kerasls"], env=without, cwd=project, capture_output=True)
+    if probe.returncode == 0:
+        pytest.fail("the system python3 imports kerasls: this check needs a PATH without it")
+    refused = subprocess.run(["make", "train"], cwd=project, env=without, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[0].startswith("error: no python on PATH can import kerasls"), \
+        refused.stderr
+    venv = {**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    planned = subprocess.run(["make", "-n", "train"], cwd=project, env=venv, capture_output=True, text=True)
+    assert planned.returncode == 0 and "python train.py" in planned.stdout, planned.stdout + planned.stderr
