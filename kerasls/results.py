@@ -179,6 +179,18 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     return metrics
 
 
+def metrics_from_predictions(run_folder) -> dict:
+    """`n`, `accuracy` and `nll` recomputed from a run's predictions.csv alone (its `label` and `prob_<class>`
+    columns), to check metrics.json against the per-row predictions it was computed from."""
+    run_folder = Path(run_folder)
+    classes = json.loads((run_folder / "metrics.json").read_text(encoding="utf-8"))["classes"]
+    rows = pd.read_csv(run_folder / "predictions.csv", dtype={"label": str}, keep_default_na=False)
+    probabilities = rows[[f"prob_{name}" for name in classes]].to_numpy()
+    observed = rows["label"].map({name: k for k, name in enumerate(classes)}).to_numpy()
+    return {"n": len(rows), "accuracy": float((probabilities.argmax(axis=1) == observed).mean()),
+            "nll": calibration.negative_log_likelihood(probabilities, observed)}
+
+
 def temperature_note(metrics: dict) -> str:
     """One sentence when temperature scaling did not help on the evaluated split (it is fitted on validation rows,
     so on another split it can make NLL or ECE a little worse), else ""."""

@@ -138,3 +138,22 @@ def test_confusion_matrix_counts_and_errors():
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
         report.confusion_matrix([0, 3], [0, 1], 3)
+
+
+def test_metrics_from_predictions_recomputes_accuracy_and_nll(tmp_path):
+    """The check a generated project's own test runs: metrics.json against predictions.csv."""
+    import json
+
+    from kerasls import results
+    from kerasls.run import RunFolder
+
+    metrics_in, before, after, labels = make_run(seed=4)
+    logits = np.log(before)
+    classes = ["TRUE", "FALSE", "007", "NA"]  # class names pandas would retype: read back as written
+    written = results.write_results(RunFolder(tmp_path), classes=classes, labels=labels, logits=logits,
+                                    temperature=1.3, split="test", label_smoothing=0.1)
+    recomputed = results.metrics_from_predictions(tmp_path)
+    assert recomputed["n"] == written["n"] == len(labels)
+    assert recomputed["accuracy"] == pytest.approx(written["accuracy"], abs=1e-12)
+    assert recomputed["nll"] == pytest.approx(written["nll"], abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["classes"] == classes
