@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kerasls import __version__
+from kerasls import __version__, startup
 from kerasls.errors import KeraslsError, run_with_clear_errors
 from kerasls.templates_index import available_templates, render_template
 
@@ -46,7 +46,7 @@ TRUST_NOTE = ("note: a SavedModel is a program (a TensorFlow graph), not data: l
 
 
 def _cmd_predict(args) -> int:
-    import kerasls.startup  # noqa: F401  (TensorFlow without its start-up lines)
+    startup.quiet_tensorflow()
     from kerasls.predict import predict_file  # imports TensorFlow
 
     frame = predict_file(args.export, args.inputs, batch_size=args.batch_size)
@@ -62,7 +62,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    import kerasls.startup  # noqa: F401  (TensorFlow without its start-up lines)
+    startup.quiet_tensorflow()
     from kerasls.evaluate import evaluate_export  # imports TensorFlow
     from kerasls.results import headline
 
@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics and report for an export on labelled data")
     evaluate.add_argument("export", help="export folder (or export/ for the newest version)")
-    evaluate.add_argument("data", help="labelled CSV or Parquet table")
+    evaluate.add_argument("data", help="labelled CSV or Parquet table (tabular export), or a folder of class "
+                          "folders or a CSV manifest with path and label columns (image export)")
     evaluate.add_argument("-o", "--output", help="folder for metrics.json, predictions.csv, report.html "
                                                  "(default: evaluations/<data>-<run>-v<version>)")
-    evaluate.add_argument("--label", help="label column (default: the one the export was trained on)")
+    evaluate.add_argument("--label", help="label column (default: the one the export was trained on; images: label)")
     evaluate.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default: 15)")
     evaluate.add_argument("--target-accuracy", type=float, default=0.95)
     evaluate.set_defaults(handler=_cmd_evaluate)

@@ -10,6 +10,14 @@ class KeraslsError(ValueError):
     """Bad input: a config key, a data file, a column, a template variable."""
 
 
+# What to tell a user who pressed Ctrl-C; a started run sets the command that resumes it.
+_INTERRUPTED = {"hint": "nothing was written"}
+
+
+def set_interrupt_hint(hint: str) -> None:
+    _INTERRUPTED["hint"] = hint
+
+
 def run_with_clear_errors(main, argv=None):
     """Run `main(argv)`; a `KeraslsError` becomes one `error: ...` line on stderr and exit status 2.
 
@@ -27,5 +35,5 @@ def run_with_clear_errors(main, argv=None):
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(f"error: interrupted; {_INTERRUPTED['hint']}", file=sys.stderr)
         raise SystemExit(130) from None

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasls import results
+from kerasls.data import images
 from kerasls.data.labels import class_indices, label_strings
 from kerasls.data.tabular import read_table
 from kerasls.errors import KeraslsError
@@ -27,11 +28,39 @@ def export_metadata(export_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def image_rows(function, classes, data, label=None, batch_size=64):
+    """(observed class indices, logits, image paths) of a class-folder tree or a CSV manifest (`label` column,
+    default "label"), evaluated by an image export."""
+    data = Path(data)
+    if data.is_dir():
+        paths, names = images.scan_class_folders(data)
+        lines = np.arange(len(paths))
+        source = str(data)
+    elif data.is_file() and data.suffix.lower() == ".csv":
+        label = label or "label"
+        frame = images.read_manifest(data, label_column=label, role="data")
+        paths, names, lines, source = list(frame["path"]), label_strings(frame[label]), np.arange(len(frame)) + 2, \
+            str(data)
+    else:
+        raise KeraslsError(f"{data}: an image export is evaluated on a folder of class folders or a .csv manifest "
+                           "(path and label columns)")
+    observed = class_indices(np.asarray(names, dtype=object), classes, lines, source,
+                             f"is not a class of the export {classes}")
+    logits = np.concatenate([
+        function(image_bytes=tf.constant([Path(path).read_bytes() for path in paths[start:start + batch_size]]))[
+            "logits"].numpy() for start in range(0, len(paths), batch_size)])
+    return observed, logits, paths
+
+
 def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy=0.95, batch_size=1024):
-    """Returns (metrics, output folder)."""
+    """Returns (metrics, output folder). `data` is a labelled table for a tabular export, a class-folder tree or
+    a manifest for an image export."""
     export_dir = resolve_export(export)
     metadata = export_metadata(export_dir)
     function, input_specs, classes, _ = load_serving_function(export_dir)
+    if "image_bytes" in input_specs:
+        labels, logits, row_ids = image_rows(function, classes, data, label)
+        return _write(export_dir, metadata, data, out, classes, labels, logits, bins, target_accuracy, row_ids)
     label = label or metadata.get("label")
     if not label:
         raise KeraslsError(f"{export_dir}: the export does not name its label column; pass --label COLUMN")
@@ -46,6 +75,10 @@ def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy
         function(**serving_inputs(frame.iloc[start:start + batch_size], input_specs, str(data)))["logits"].numpy()
         for start in range(0, len(frame), batch_size)
     ])
+    return _write(export_dir, metadata, data, out, classes, labels, logits, bins, target_accuracy)
+
+
+def _write(export_dir, metadata, data, out, classes, labels, logits, bins, target_accuracy, row_ids=None):
     default_name = f"{Path(data).stem}-{export_dir.parent.parent.name}-v{export_dir.name}"
     out = Path(out) if out else Path("evaluations") / default_name
     if (out / "metrics.json").exists():
@@ -55,7 +88,7 @@ def evaluate_export(export, data, out=None, label=None, bins=15, target_accuracy
         RunFolder(out.resolve()), classes=classes, labels=labels, logits=logits,
         temperature=float(metadata.get("temperature", 1.0)), split=Path(data).name,
         label_smoothing=metadata.get("label_smoothing"), bins=bins,
-        target_accuracy=target_accuracy, export_path=export_dir,
+        target_accuracy=target_accuracy, export_path=export_dir, row_ids=row_ids,
         title=f"Evaluation of {export_dir} on {Path(data).name}",
     )
     return metrics, out

@@ -108,7 +108,15 @@ def predict_file(export, inputs, batch_size=1024) -> pd.DataFrame:
     """Predictions for CSV/Parquet tables (tabular exports) or image files and folders (image exports)."""
     function, input_specs, classes, _ = load_serving_function(export)
     if "image_bytes" in input_specs:
+        tables = [str(path) for path in inputs if Path(path).suffix.lower() in (".csv", ".parquet", ".pq")]
+        if tables:
+            raise KeraslsError(f"{tables[0]}: this export is an image classifier; it takes image files or folders "
+                               f"of images ({', '.join(IMAGE_SUFFIXES)}), not a table")
         return predict_images(function, classes, inputs, batch_size=min(batch_size, 256))
+    images = [str(path) for path in inputs if Path(path).suffix.lower() in IMAGE_SUFFIXES or Path(path).is_dir()]
+    if images:
+        raise KeraslsError(f"{images[0]}: this export is a table classifier; it takes a CSV or Parquet file with the "
+                           f"columns {list(input_specs)}, not images")
     frames = []
     text_inputs = [name for name, spec in input_specs.items() if spec.dtype == tf.string]
     for path in inputs:

@@ -81,7 +81,7 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
                 color="#dd8452", alpha=0.45, edgecolor="#c44e52", hatch="//", label="gap to confidence")
     diagram.plot([0, 1], [0, 1], linestyle="--", color="#555555", label="perfect calibration")
     diagram.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title} — ECE {ece:.4f}")
-    diagram.legend(loc="upper left", fontsize="small")
+    diagram.legend(loc="upper left", fontsize="medium")
     diagram.tick_params(labelbottom=False)
     share = table["count"] / max(int(table["count"].sum()), 1)
     histogram.bar(left, share, width=width, align="edge", color="#8c8c8c", edgecolor="white")
@@ -90,7 +90,7 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
     histogram.axvline(float(np.mean(np.argmax(probs, axis=1) == labels)), color="#4c72b0", linestyle="--",
                       label="accuracy")
     histogram.set(xlim=(0, 1), xlabel="top-label confidence", ylabel="share of rows")
-    histogram.legend(loc="upper left", fontsize="x-small")
+    histogram.legend(loc="upper left", fontsize="medium", framealpha=0.9)
 
 
 def plot_reliability(probs_before, probs_after, labels, bins, path):
@@ -109,9 +109,10 @@ def plot_reliability(probs_before, probs_after, labels, bins, path):
     return _save(figure, path)
 
 
-def plot_history(history, path):
+def plot_history(history, path, best_epoch=None):
     """Training curves from a CSVLogger DataFrame (columns `epoch`, `loss`, `val_loss`, `nll`, `val_nll`,
-    `accuracy`, `val_accuracy`, any may be missing): loss/NLL panel and accuracy panel; epochs 1-based."""
+    `accuracy`, `val_accuracy`, any may be missing): loss/NLL panel and accuracy panel; epochs 1-based.
+    `best_epoch` (1-based), the epoch whose weights the run kept, is marked on both panels."""
     columns = _history_columns(history)
     length = max((len(values) for values in columns.values()), default=0)
     epochs = columns["epoch"] + 1 if "epoch" in columns else np.arange(1, length + 1)
@@ -120,12 +121,15 @@ def plot_history(history, path):
     for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (with smoothing); NLL or soft CE (without)"),
                                (panels[1], _ACCURACY_COLUMNS, "accuracy")):
         drawn = [name for name in names if name in columns]
+        if best_epoch is not None and drawn:
+            axes.axvline(best_epoch, color="#888888", linestyle=":", linewidth=1.5,
+                         label=f"epoch kept ({best_epoch})")
         for name in drawn:
             family = name.removeprefix("val_")
             axes.plot(epochs, columns[name], marker="o", markersize=3, label=name,
                       color=_CURVE_COLOURS.get(family, "#555555"), linestyle="--" if name.startswith("val_") else "-")
         if drawn:
-            axes.legend(fontsize="small")
+            axes.legend(fontsize="medium")
         else:
             axes.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=axes.transAxes)
         axes.set(title=title, xlabel="epoch")
@@ -170,9 +174,8 @@ def plot_confusion(labels, predicted, classes, path):
     if annotate:
         for i in range(num_classes):
             for j in range(num_classes):
-                if counts[i, j]:
-                    axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font_size,
-                              color="white" if shares[i, j] > 0.5 else "black")
+                axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font_size,
+                          color="white" if shares[i, j] > 0.5 else ("#999999" if counts[i, j] == 0 else "black"))
     return _save(figure, path)
 
 
@@ -281,6 +284,15 @@ def _thresholds_section(thresholds):
             f"<tbody>{body}</tbody></table><p>{sentence}</p>")
 
 
+def _kept_epoch(history, metrics):
+    """The 1-based epoch with the best `epoch_score` in the history (the weights the run kept), or None."""
+    score = metrics.get("epoch_score")
+    columns = _history_columns(history)
+    if not score or score not in columns or "epoch" not in columns:
+        return None
+    return int(columns["epoch"][int(np.nanargmin(columns[score]))]) + 1
+
+
 def write_report(run_dir, metrics, history, probs_before, probs_after, labels, classes, title="kerasls run"):
     """Write `plots/reliability.png`, `plots/history.png` (only when `history` has rows),
     `plots/confusion.png` and a self-contained `report.html` under `run_dir`; returns the report's path.
@@ -296,7 +308,7 @@ def write_report(run_dir, metrics, history, probs_before, probs_after, labels, c
     images = {"reliability": plot_reliability(probs_before, probs_after, labels, bins, plots / "reliability.png"),
               "confusion": plot_confusion(labels, np.argmax(probs_before, axis=1), classes, plots / "confusion.png")}
     if _history_columns(history):
-        images["history"] = plot_history(history, plots / "history.png")
+        images["history"] = plot_history(history, plots / "history.png", _kept_epoch(history, metrics))
 
     def embedded(name, alt):
         return _image(images[name].read_bytes(), alt) if name in images else ""

@@ -131,3 +131,8 @@ class EpochState(keras.callbacks.Callback):
         state = self._state()
         if state is None or not state["finished"]:
             self._commit(self.params["epochs"], finished=True)
+            stopping = self.early_stopping
+            if stopping is not None and stopping.stopped_epoch > 0:
+                print(f"early stopping: stopped after epoch {stopping.stopped_epoch + 1} of {self.params['epochs']}; "
+                      f"restored the weights of epoch {stopping.best_epoch + 1} (best {self.monitor} "
+                      f"{stopping.best:.4f})")

@@ -20,6 +20,7 @@ import argparse
 import atexit
 import datetime
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ import yaml
 
 from kerasls import config as config_module
 from kerasls.cluster import cluster_task
-from kerasls.errors import KeraslsError
+from kerasls.data import tabular
+from kerasls.errors import KeraslsError, run_with_clear_errors, set_interrupt_hint
 from kerasls.fileio import atomic_write_text
 
 
@@ -123,6 +125,22 @@ def parse_train_args(argv, description="Train a classifier"):
     return parser.parse_intermixed_args(argv)
 
 
+def check_before_tensorflow(argv, schema=config_module.TabularConfig) -> None:
+    """What `python train.py` checks before TensorFlow loads (which takes seconds): the command line, the config
+    (an unknown key or a bad value) and, for tables, that the data files exist and name the configured columns.
+    A mistake is one `error:` line and exit status 2 (`--debug`: the traceback), as later errors are."""
+    def check(argv):
+        args = parse_train_args(argv)
+        config = config_module.load_config(args.config, args.overrides, schema)
+        if isinstance(config, config_module.TabularConfig):
+            tabular.check_files_and_columns(config.data, config.targets.soft_labels)
+        elif not Path(config.data.train).exists():
+            raise KeraslsError(f"{config.data.train}: train images not found; set data.train to a folder of class "
+                               "folders or a .csv manifest")
+
+    run_with_clear_errors(check, argv)
+
+
 def read_command_line(argv=None, schema=config_module.TabularConfig):
     """Parse `train.py`'s command line and validate the config; nothing is written yet."""
     args = parse_train_args(sys.argv[1:] if argv is None else argv)
@@ -212,4 +230,21 @@ def start_run(config, args) -> RunFolder:
     lock_run_folder(run)
     check_resume_config(run, config)
     atomic_write_text(run.config, config_module.dump_config(config))
+    set_interrupt_hint(f"to resume from the last finished epoch, run: {resume_command(args, run)}")
     return run
+
+
+def resume_command(args, run: RunFolder) -> str:
+    """The command line that resumes `run`: the same config and overrides, and its run name."""
+    parts = ["python", "train.py"]
+    if args.config != "config.yaml":
+        parts += ["--config", args.config]
+    if args.runs_dir != "runs":
+        parts += ["--runs-dir", args.runs_dir]
+    name = run.path.parent.name if worker_folder_name_of(run) else run.path.name
+    return shlex.join([*parts, *args.overrides, "--run-name", name])
+
+
+def worker_folder_name_of(run: RunFolder) -> bool:
+    """Is `run` a non-chief worker's subfolder (`runs/<name>/<type>-<index>/`)?"""
+    return run.path.name.split("-")[0] in ("worker", "chief", "evaluator") and run.path.name[-1].isdigit()

@@ -1,4 +1,4 @@
-"""`import kerasls.startup` first: TensorFlow is imported with its start-up lines kept off the terminal.
+"""`startup.quiet_tensorflow()`: TensorFlow is imported with its start-up lines kept off the terminal.
 
 `import tensorflow` (TF 2.21) writes absl's pre-initialisation notice, oneDNN and CPU-feature notices and "Could
 not find cuda drivers" to file descriptor 2 from C++, and the first device query adds "failed call to cuInit" on a
@@ -32,7 +32,10 @@ def without_noise(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not STARTUP_NOISE.match(line.rstrip("\n")))
 
 
-def _import_quietly():
+def quiet_tensorflow() -> None:
+    """Import TensorFlow (once per process) with its start-up noise dropped; everything with `--debug`."""
+    if "tensorflow" in sys.modules or showing_everything():
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
@@ -42,6 +45,10 @@ def _import_quietly():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe, once, while captured
+        except KeyboardInterrupt:
+            os.dup2(saved, 2)
+            print("error: interrupted while starting; nothing was written", file=sys.stderr)
+            raise SystemExit(130) from None
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -49,7 +56,3 @@ def _import_quietly():
         rest = without_noise(captured.read().decode("utf-8", "replace"))
     if rest:
         sys.stderr.write(rest)
-
-
-if "tensorflow" not in sys.modules and not showing_everything():
-    _import_quietly()

@@ -34,9 +34,9 @@ def test_cli_startup_prints_every_command_and_both_targets():
     stdout = run_script("cli_startup.py", "--runs", "1")
     rows = table_rows(stdout)
     for command in ("(a) kerasls new tabular-intent --no-input", "(b) cookiecutter --no-input templates/tabular-intent",
-                    "(c) kerasls --help", "(f) python -c pass"):
+                    "(c) kerasls --help", "(f) python -c pass", "(g) python train.py training.epoch=3 (error, exit 2)"):
         assert command in rows, rows
-    assert len(verdicts(stdout)) == 2, stdout
+    assert len(verdicts(stdout)) == 3, stdout
 
 
 @pytest.mark.slow

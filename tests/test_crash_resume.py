@@ -162,3 +162,22 @@ def test_resuming_with_other_settings_is_refused_naming_the_keys(trained_project
     assert (run / "config.yaml").read_text() == saved and not (run / "metrics.json").exists()
     resumed = train(project, name, extra=["training.verbose=2"])  # verbosity may change
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+def test_ctrl_c_prints_the_command_that_resumes_the_run(trained_project):
+    project, name = trained_project.project, "interrupted"
+    env = {key: value for key, value in os.environ.items() if key != "KERASLS_FAULT"}
+    process = subprocess.Popen([sys.executable, "train.py", *ARGS, "training.epochs=30", "training.early_stopping=0",
+                                "--run-name", name], cwd=project, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    history = project / "runs" / name / "history.csv"
+    deadline = time.time() + 120
+    while not history.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr
+    assert last.startswith("error: interrupted; to resume from the last finished epoch, run: python train.py "), last
+    assert last.endswith(f"--run-name {name}") and "training.epochs=30" in last, last

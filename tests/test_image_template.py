@@ -196,3 +196,37 @@ def test_backbone_loads_a_local_weights_file_and_never_downloads(tmp_path):
         image_backbone(ImageModelConfig(backbone="ResNet50"), (32, 32, 1))
     with pytest.raises(KeraslsError, match="not small_cnn or a keras.applications model"):
         image_backbone(ImageModelConfig(backbone="AlexNet"), (32, 32, 3))
+
+
+def test_kerasls_evaluate_takes_a_class_folder_tree_or_a_manifest_for_an_image_export(image_run, tmp_path):
+    """The same metrics as the run's own evaluation of data/test, from the folder tree and from a manifest."""
+    from kerasls.evaluate import evaluate_export
+
+    project, run, metrics = image_run
+    folder_metrics, _ = evaluate_export(run / "export", project / "data" / "test", out=tmp_path / "folder")
+    rows = [(str(path.relative_to(project / "data" / "test")), path.parent.name)
+            for path in sorted((project / "data" / "test").glob("*/*.png"))]
+    manifest = project / "data" / "test" / "manifest.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(manifest, index=False)
+    try:
+        manifest_metrics, out = evaluate_export(run / "export", manifest, out=tmp_path / "manifest")
+    finally:
+        manifest.unlink()
+    for evaluated in (folder_metrics, manifest_metrics):
+        assert evaluated["n"] == metrics["n"] == len(rows)
+        for key in ("accuracy", "nll", "ece", "nll_calibrated"):
+            assert evaluated[key] == pytest.approx(metrics[key], abs=1e-5), key
+    assert "path" in pd.read_csv(out / "predictions.csv").columns
+
+
+def test_a_table_for_an_image_export_and_an_image_for_a_table_export_name_the_expected_input(image_run,
+                                                                                            trained_project):
+    from kerasls.errors import KeraslsError
+    from kerasls.predict import predict_file
+
+    project, run, _ = image_run
+    with pytest.raises(KeraslsError, match=r"image classifier; it takes image files or folders"):
+        predict_file(run / "export", [trained_project.eval_rows])
+    png = next((project / "data" / "test").glob("*/*.png"))
+    with pytest.raises(KeraslsError, match=r"table classifier; it takes a CSV or Parquet file with the columns"):
+        predict_file(trained_project.run / "export", [png])

@@ -129,6 +129,32 @@ def read_table(path, role="data", literal=()) -> pd.DataFrame:
     return typed_columns(frame, literal)
 
 
+def check_files_and_columns(config: DataConfig, soft=None) -> None:
+    """The cheap checks of the data section, from the files' header rows only (CSV) or their schema (Parquet):
+    every named file exists, and the label and the listed feature columns are in the training file. Run before
+    TensorFlow loads, so these mistakes cost well under a second; `load_splits` checks the rest."""
+    paths = {role: check_table_path(getattr(config, role), role) for role in ("train", "val", "test")
+             if getattr(config, role)}
+    if is_parquet(paths["train"]):
+        import pyarrow.parquet as pq
+
+        header = pq.read_schema(paths["train"]).names
+    else:
+        check_csv_header(paths["train"])
+        try:
+            header = list(pd.read_csv(paths["train"], nrows=0, encoding="utf-8").columns)
+        except READ_ERRORS as error:
+            raise table_read_error(paths["train"], error) from None
+    soft_columns = soft.columns() if soft is not None and soft.source != "teacher" else []
+    if not soft_columns and config.label not in header:
+        raise KeraslsError(f"{paths['train']}: label column {config.label!r} not found; columns are {header} "
+                           "(set data.label)")
+    for name in config.features.all_columns() if config.features else []:
+        if name not in header:
+            raise KeraslsError(f"{paths['train']}: feature column {name!r} not found; columns are {header} "
+                               "(fix data.features)")
+
+
 def _looks_like_text(values: pd.Series) -> bool:
     """Free text: on average more than two words a value, or mostly distinct values."""
     strings = values.dropna().astype(str)

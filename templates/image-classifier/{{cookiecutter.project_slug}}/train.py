@@ -9,9 +9,14 @@ writes into the run folder `runs/<name>/`, whose path is the last line printed. 
 
 import sys
 
-import kerasls.startup  # noqa: F401  (first: TensorFlow without its start-up lines; --debug shows them)
-from kerasls import augmentation, guardrails, results, run, training
+from kerasls import run, startup
 from kerasls.config import ImageConfig
+
+if __name__ == "__main__":  # a mistyped key or a missing folder: one line in a second, before TensorFlow loads
+    run.check_before_tensorflow(sys.argv[1:], ImageConfig)
+startup.quiet_tensorflow()  # import TensorFlow without its start-up lines (--debug shows them)
+
+from kerasls import augmentation, guardrails, results, training
 from kerasls.errors import run_with_clear_errors
 from kerasls.export import export_classifier
 from kerasls.image_feed import ImageFeed

@@ -9,8 +9,14 @@ folder `runs/<name>/`, whose path is the last line printed. This file is yours: 
 
 import sys
 
-import kerasls.startup  # noqa: F401  (first: TensorFlow without its start-up lines; --debug shows them)
-from kerasls import guardrails, results, run, training
+from kerasls import run, startup
+from kerasls.config import TabularConfig
+
+if __name__ == "__main__":  # a mistyped key, a missing file or column: one line in a second, before TensorFlow loads
+    run.check_before_tensorflow(sys.argv[1:], TabularConfig)
+startup.quiet_tensorflow()  # import TensorFlow without its start-up lines (--debug shows them)
+
+from kerasls import guardrails, results, training
 from kerasls.errors import run_with_clear_errors
 from kerasls.export import export_classifier
 from kerasls.table_feed import TableFeed
@@ -21,7 +27,7 @@ from model import build_model
 def main(argv):
     # ## Configuration
     # config.yaml, then key=value overrides, validated (an unknown key is an error).
-    config, command_line = run.read_command_line(argv)
+    config, command_line = run.read_command_line(argv, schema=TabularConfig)
     training.set_seeds(config.seed, deterministic=config.training.deterministic)
     training.configure_precision(config.training)
     # The tf.distribute strategy of training.distribute (one device, all local GPUs, or the workers of
