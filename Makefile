@@ -3,7 +3,7 @@
 #               exports it and serves one row from the export
 #   make test   creates .venv, installs kerasls with test extras, runs the house rules (ruff, import-linter)
 #               and the whole test suite (about 20 minutes on 2 cores)
-#   make test-fast   the house rules and the tests that train nothing (no `e2e` or `slow` mark; under 3 minutes)
+#   make test-fast   the house rules and the tests that train nothing (no `e2e` or `slow` mark; about 1 minute)
 #   make benchmarks  runs every script in benchmarks/ (about 15 minutes on 2 cores; prints ratio tables)
 PYTHON ?= python3
 VENV := .venv

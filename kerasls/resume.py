@@ -111,6 +111,9 @@ class EpochState(keras.callbacks.Callback):
             self.rows = pd.read_csv(self.history_path).to_dict("records")
         if state is not None:
             self._restore(state)
+            if not state["finished"]:
+                print(f"resuming {self.folder.parent.parent.name}: {state['epoch']} epoch(s) of this phase were "
+                      f"committed before the interruption; training continues with epoch {state['epoch'] + 1}")
             if state["finished"]:
                 keras_internals.set_initial_epoch(self.model, self.params["epochs"])  # trained already
 

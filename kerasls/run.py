@@ -217,9 +217,15 @@ def check_resume_config(run: RunFolder, config) -> None:
     current = config.model_dump(mode="json")
     changed = [key for key in changed_keys(saved, current) if key not in RESUMABLE_CHANGES]
     if changed:
+        def value(config, key):
+            for part in key.split("."):
+                config = config.get(part) if isinstance(config, dict) else None
+            return config
+
+        details = ", ".join(f"{key}: {value(saved, key)!r} -> {value(current, key)!r}" for key in changed)
         raise KeraslsError(
-            f"{run.path}: this run started with other settings ({', '.join(changed)} differ from its config.yaml); "
-            "rerun with the same settings to resume it, or pass a new --run-name to start another run")
+            f"{run.path}: this run started with other settings ({details}); rerun with the same settings to resume "
+            "it, or pass a new --run-name to start another run")
 
 
 def start_run(config, args) -> RunFolder:

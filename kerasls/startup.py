@@ -36,7 +36,7 @@ def quiet_tensorflow() -> None:
     """Import TensorFlow (once per process) with its start-up noise dropped; everything with `--debug`."""
     if "tensorflow" in sys.modules or showing_everything():
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ log lines during training too (e.g. tf.data notices)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:

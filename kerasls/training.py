@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 
 import keras
 import tensorflow as tf
 
 from kerasls.config import TargetsConfig, TrainingConfig
-from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable
+from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, use_parallel_maps
 from kerasls.distributed import fit_multi_worker, multi_worker_strategy
 from kerasls.losses import DistillationLoss, PriorSmoothedCrossentropy, hard_part_metrics
 from kerasls.replicas import splittable_batches
@@ -30,6 +31,7 @@ from kerasls.resume import EpochState
 def set_seeds(seed: int, deterministic: bool = False) -> None:
     """Seed Python, numpy and TensorFlow; `deterministic` also turns on TF op determinism (slower)."""
     keras.utils.set_random_seed(seed)
+    use_parallel_maps(not deterministic)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -250,5 +252,11 @@ def fit(model, train_data, val_data, training: TrainingConfig, callbacks, epochs
         initial_epoch=initial_epoch,
         shuffle=False,  # the dataset shuffles itself each epoch
         callbacks=list(callbacks),
-        verbose=training.verbose,
+        verbose=progress_verbosity(training.verbose),
     )
+
+
+def progress_verbosity(verbose: int) -> int:
+    """`training.verbose`, except that the progress bar (1) becomes one line per epoch (2) when standard output is
+    not a terminal: a bar redrawn with escape codes fills a log file with them."""
+    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose

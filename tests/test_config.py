@@ -46,7 +46,7 @@ def test_relative_paths_resolve_against_the_config_file_and_cwd(tmp_path, monkey
 @pytest.mark.parametrize(
     "text, overrides, expected",
     [
-        ("training:\n  epoch: 3\n", [], r"unknown config key 'training.epoch'; did you mean 'epochs'\?"),
+        ("training:\n  epoch: 3\n", [], r"unknown config key 'training.epoch'; did you mean 'training.epochs'\?"),
         ("", ["trainng.epochs=3"], r"unknown config key 'trainng'; did you mean 'training'\?"),
         ("training:\n  epochs: many\n", [], r"'training.epochs'.*received 'many'"),
         ("training:\n  epochs: -2\n", [], r"'training.epochs'.*greater than or equal to 1"),

@@ -127,7 +127,7 @@ def test_a_second_export_gets_the_next_version(trained_project):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["training.epoch=2"], "unknown config key 'training.epoch'; did you mean 'epochs'?"),
+        (["training.epoch=2"], "unknown config key 'training.epoch'; did you mean 'training.epochs'?"),
         (["targets.label_smoothing=1.2"], "'targets.label_smoothing'"),
         (["data.label=missing"], "label column 'missing' not found"),
         (["data.train=nowhere.csv"], "train file not found"),

@@ -20,6 +20,21 @@ def epoch_variable():
     return _EPOCH
 
 
+_PARALLEL_MAPS = {"on": True}
+
+
+def use_parallel_maps(on: bool) -> None:
+    """`training.set_seeds` turns parallel maps off together with op determinism (see `parallel_calls`)."""
+    _PARALLEL_MAPS["on"] = bool(on)
+
+
+def parallel_calls():
+    """`num_parallel_calls` for the datasets' maps: AUTOTUNE, or None (a plain map) under op determinism
+    (`training.deterministic`), where tf.data would run the map sequentially anyway and, rewriting the parallel
+    map, log a C++ notice ("NodeDef mentions attribute use_unbounded_threadpool") that no setting silences."""
+    return tf.data.AUTOTUNE if _PARALLEL_MAPS["on"] else None
+
+
 def epoch_permutation(count, seed, epoch_variable):
     """The permutation of range(count) for the epoch `epoch_variable` holds (read when called, in a dataset)."""
     return tf.random.experimental.stateless_shuffle(
@@ -59,7 +74,7 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
 
     permutations = tf.data.Dataset.from_tensors(0).map(permutation)
     chunks = permutations.flat_map(index_batches).batch(batches_per_chunk).map(rows,
-                                                                                num_parallel_calls=tf.data.AUTOTUNE)
+                                                                                num_parallel_calls=parallel_calls())
     dataset = chunks.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)))
     if has_partial_batch:  # the same permutation again (the epoch variable is read when the iterator starts)
         dataset = dataset.concatenate(permutations.map(lambda order: rows(order[full:])))

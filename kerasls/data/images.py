@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kerasls import targets as soft_targets
-from kerasls.data.epochs import epoch_permutation, epoch_shuffled_dataset, epoch_variable
+from kerasls.data.epochs import epoch_permutation, epoch_shuffled_dataset, epoch_variable, parallel_calls
 from kerasls.data.labels import label_strings
 from kerasls.data.soft_labels import observed_from, soft_column_classes, table_targets
 from kerasls.data.tabular import read_table, stratified_split
@@ -331,7 +331,7 @@ def make_image_dataset(image_set: ImageSet, image_size, channels, batch_size, sh
 
     epoch = epoch if epoch is not None else epoch_variable()
     if not shuffle:
-        dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(load, num_parallel_calls=parallel_calls())
         dataset = (dataset.cache() if cache else dataset).batch(batch_size, drop_remainder=drop_remainder)
     elif cache:
         decoded = make_image_dataset(image_set, image_size, channels, 256)
@@ -342,13 +342,13 @@ def make_image_dataset(image_set: ImageSet, image_size, channels, batch_size, sh
             lambda _: tf.data.Dataset.from_tensor_slices(epoch_permutation(count, seed, epoch)))
         paths_tensor, targets_tensor = tf.constant(paths.astype(str)), tf.constant(targets)
         dataset = order.map(lambda index: load(tf.gather(paths_tensor, index), tf.gather(targets_tensor, index)),
-                            num_parallel_calls=tf.data.AUTOTUNE)
+                            num_parallel_calls=parallel_calls())
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         dataset = dataset.map(lambda images, batch_targets: (_call_training(augment, images), batch_targets),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+                              num_parallel_calls=parallel_calls())
     if mix is not None:
-        dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(mix, num_parallel_calls=parallel_calls())
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

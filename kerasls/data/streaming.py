@@ -28,6 +28,7 @@ import pandas as pd
 
 from kerasls.config import DataConfig, FeatureColumns
 from kerasls.data import tabular
+from kerasls.data.epochs import parallel_calls
 from kerasls.data.labels import label_strings
 from kerasls.data.soft_labels import soft_column_classes
 from kerasls.errors import KeraslsError
@@ -301,7 +302,7 @@ class TableStream:
         if encode:
             dataset = dataset.rebatch(ENCODE_ROWS).map(
                 lambda columns, targets: (preprocessor(columns), targets),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                num_parallel_calls=parallel_calls(), deterministic=True)
         rows = self.rows[split]
         drop_remainder = drop_remainder and rows >= batch_size
         batches = rows // batch_size if drop_remainder else -(-rows // batch_size)
