@@ -47,9 +47,10 @@ def test_tabular_pipeline_prints_every_pipeline_and_the_one_off_steps():
     for pipeline in ("(a) kerasls: train.py pipeline", "(b1) in-memory: model.fit(tensors, shuffle=True)",
                      "(b2) in-memory: cached batches", "(c1) peer: TabularPreprocessor in dataset.map",
                      "(c2) peer: keras FeatureSpace in dataset.map", "(d) kerasls, ε=0.0", "(limit)",
-                     "TabularPreprocessor.adapt", "TabularPreprocessor.encode (once)"):
+                     "TableFeed(config): read + check the table, adapt", "TabularPreprocessor.encode (once)"):
         assert pipeline in rows, rows
-    assert len(verdicts(stdout)) == 2, stdout
+    assert "per round, kerasls / cached batches (same round): median" in stdout
+    assert len(verdicts(stdout)) == 3, stdout
 
 
 @pytest.mark.slow

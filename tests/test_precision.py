@@ -191,14 +191,29 @@ def test_float16_model_exports_float32_probabilities_that_serve(runs, tmp_path):
 # jit_compile and drop_remainder
 
 
-def test_jit_compile_auto_means_xla_only_where_keras_supports_it():
+@pytest.fixture()
+def without_op_determinism():
+    """Op determinism off for the test (Keras refuses jit_compile=True under it), restored after. An earlier test
+    in this process may have turned it on (a train.py run in-process, `training.deterministic` defaults to true);
+    TensorFlow has no public switch back, hence its private config module, in this test only."""
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    yield
+    if was_on:
+        tf_config.enable_op_determinism()
+
+
+def test_jit_compile_auto_means_xla_only_where_keras_supports_it(without_op_determinism):
     """Keras 3.15 resolves "auto" to False on a CPU-only machine (and under tf.distribute or op determinism)."""
     for setting, expected in (("auto", HAS_GPU), (True, True), (False, False)):
         model = tabular_build_model()(FEATURES, CLASSES, SimpleNamespace(hidden_units=[8], dropout=0.0))
-        training.compile_classifier(model, TrainingConfig(jit_compile=setting), TargetsConfig())
+        config = TrainingConfig(jit_compile=setting, deterministic=False)
+        training.compile_classifier(model, config, TargetsConfig())
         assert model.jit_compile is expected, setting
         # train.py drops the last partial training batch exactly when the step is compiled
-        assert training.uses_xla(TrainingConfig(jit_compile=setting)) is expected, setting
+        assert training.uses_xla(config) is expected, setting
     assert training.uses_xla(TrainingConfig(jit_compile="auto", deterministic=True)) is False
 
 

@@ -300,9 +300,10 @@ class TableStream:
             dataset = dataset.enumerate().map(permute)
         preprocessor = self.preprocessor
         if encode:
+            calls = parallel_calls()
             dataset = dataset.rebatch(ENCODE_ROWS).map(
-                lambda columns, targets: (preprocessor(columns), targets),
-                num_parallel_calls=parallel_calls(), deterministic=True)
+                lambda columns, targets: (preprocessor(columns), targets), num_parallel_calls=calls,
+                deterministic=True if calls is not None else None)
         rows = self.rows[split]
         drop_remainder = drop_remainder and rows >= batch_size
         batches = rows // batch_size if drop_remainder else -(-rows // batch_size)
