@@ -66,7 +66,8 @@ def _history_columns(history):
 
 # --------------------------------------------------------------------------------------------------- plots
 def _reliability_panel(diagram, histogram, probs, labels, bins, title):
-    """Reliability diagram (accuracy per bin vs the diagonal, gap shaded) above a confidence histogram."""
+    """Reliability diagram (accuracy per bin vs the diagonal, gap hatched, rows per bin on top) above a
+    confidence histogram."""
     table = calibration.reliability_bins(probs, labels, bins)
     ece = calibration.expected_calibration_error(probs, labels, bins)
     edges, width = table["edges"], 1.0 / bins
@@ -77,8 +78,13 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
     diagram.bar(left[filled], accuracy[filled], width=width, align="edge", color="#4c72b0", edgecolor="white",
                 label="accuracy")
     gap_bottom, gap_height = np.minimum(accuracy, confidence), np.abs(confidence - accuracy)
+    # hatch lines only (no fill), so a gap inside an accuracy bar does not blend into a colour of its own
     diagram.bar(left[filled], gap_height[filled], bottom=gap_bottom[filled], width=width, align="edge",
-                color="#dd8452", alpha=0.45, edgecolor="#c44e52", hatch="//", label="gap to confidence")
+                facecolor="none", edgecolor="#c44e52", hatch="//", linewidth=0.8, label="gap to confidence")
+    for x, top, count in zip(left[filled], np.maximum(accuracy, confidence)[filled], table["count"][filled]):
+        # rows per bin: a tall gap over a handful of rows weighs little in ECE
+        diagram.text(x + width / 2, min(top + 0.01, 0.97), str(int(count)), ha="center", va="bottom",
+                     fontsize="x-small", color="#444444")
     diagram.plot([0, 1], [0, 1], linestyle="--", color="#555555", label="perfect calibration")
     diagram.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title} — ECE {ece:.4f}")
     diagram.legend(loc="upper left", fontsize="medium")
@@ -118,7 +124,7 @@ def plot_history(history, path, best_epoch=None):
     epochs = columns["epoch"] + 1 if "epoch" in columns else np.arange(1, length + 1)
     figure = Figure(figsize=(11.0, 4.0), layout="constrained")
     panels = figure.subplots(1, 2)
-    for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (with smoothing); NLL or soft CE (without)"),
+    for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (smoothed targets) and NLL or soft CE (unsmoothed)"),
                                (panels[1], _ACCURACY_COLUMNS, "accuracy")):
         drawn = [name for name in names if name in columns]
         if best_epoch is not None and drawn:
