@@ -154,11 +154,12 @@ def render_project(folder: Path, train_rows: int, val_rows: int):
     return project, model_module
 
 
-def project_config(project: Path, batch_size: int, label_smoothing=None):
+def project_config(project: Path, batch_size: int, label_smoothing=None, deterministic="true"):
     from kerasls.config import load_config
 
     overrides = [f"data.train={project / 'data' / 'bench_train.csv'}", f"data.val={project / 'data' / 'bench_val.csv'}",
-                 "data.test=null", f"training.batch_size={batch_size}", "training.verbose=0"]
+                 "data.test=null", f"training.batch_size={batch_size}", "training.verbose=0",
+                 f"training.deterministic={deterministic}"]
     if label_smoothing is not None:
         overrides.append(f"targets.label_smoothing={label_smoothing}")
     return load_config(project / "config.yaml", overrides)
@@ -210,6 +211,8 @@ def main(argv=None):
     parser.add_argument("--eps-rounds", type=int, default=4,
                         help="extra timed epochs of the ε=0.1 / ε=0.0 pair only, alternating")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--deterministic", choices=["true", "false"], default="true",
+                        help="training.deterministic (the template default, true, runs tf.data maps sequentially)")
     args = parser.parse_args(argv)
 
     import keras
@@ -224,7 +227,7 @@ def main(argv=None):
         project, model_module = render_project(Path(temp), args.rows, args.val_rows)
         print(f"rendered a tabular-intent project and wrote {args.rows:,} + {args.val_rows:,} rows in "
               f"{time.perf_counter() - start:.1f} s")
-        config = project_config(project, args.batch_size)
+        config = project_config(project, args.batch_size, deterministic=args.deterministic)
 
         # ## The generated train.py's pipeline, step by step (one-off work timed)
         one_off = {}
@@ -315,7 +318,8 @@ def main(argv=None):
     rate = {name: run["rows"] / min(run["epochs"]) for name, run in runs.items()}
     limit_name = max((NUMPY, CACHED), key=rate.get)
     limit = rate[limit_name]
-    print(f"\n{args.rows:,} rows ({len(features.numeric)} numeric, {len(features.categorical)} categorical, "
+    print(f"\ntraining.deterministic={args.deterministic}; {args.rows:,} rows ({len(features.numeric)} numeric, "
+          f"{len(features.categorical)} categorical, "
           f"{len(features.text)} text), batch {batch}, drop_remainder={drop_remainder}, model.py MLP "
           f"{config.model.hidden_units} dropout {config.model.dropout}, compile_classifier "
           f"({config.training.optimizer}, jit_compile={config.training.jit_compile}), {args.epochs} epochs each "
