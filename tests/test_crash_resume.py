@@ -169,7 +169,10 @@ def test_ctrl_c_prints_the_command_that_resumes_the_run(trained_project):
     env = {key: value for key, value in os.environ.items() if key != "KERASLS_FAULT"}
     process = subprocess.Popen([sys.executable, "train.py", *ARGS, "training.epochs=30", "training.early_stopping=0",
                                 "--run-name", name], cwd=project, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               # a shell's background job starts with SIGINT ignored, and an ignored signal stays
+                               # ignored across exec: give the run the default a terminal's process has
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     history = project / "runs" / name / "history.csv"
     deadline = time.time() + 120
     while not history.exists() and time.time() < deadline and process.poll() is None:
