@@ -144,6 +144,7 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     metrics = {"classes": list(classes), "split": split}
     metrics.update(calibration.evaluate(logits, labels, temperature=temperature, bins=bins,
                                         target_accuracy=target_accuracy))
+    metrics["majority_share"] = float(np.bincount(labels, minlength=len(classes)).max() / max(len(labels), 1))
     metrics["label_smoothing"] = None if label_smoothing is None else float(label_smoothing)
     metrics["temperature_scaling"] = bool(temperature_scaling)
     metrics["temperature_fit_on"] = temperature_fit_on
@@ -213,5 +214,15 @@ def headline(metrics: dict) -> str:
         f"nll={metrics['nll']:.4f}  ece={metrics['ece']:.4f}  brier={metrics['brier']:.4f}  "
         f"T={metrics['temperature']:.3f} -> nll={metrics['nll_calibrated']:.4f} ece={metrics['ece_calibrated']:.4f}"
     )
-    note = temperature_note(metrics)
-    return f"{line}\nnote: {note}" if note else line
+    notes = [temperature_note(metrics), chance_note(metrics)]
+    return "\n".join([line, *(f"note: {note}" for note in notes if note)])
+
+
+def chance_note(metrics: dict) -> str:
+    """One sentence when the accuracy is no better than always answering the most frequent class, else ""."""
+    share = metrics.get("majority_share")
+    if share is None or metrics["accuracy"] > share + 0.01:
+        return ""
+    return (f"accuracy {metrics['accuracy']:.4f} is no better than always answering the most frequent class "
+            f"({share:.4f} of the {metrics['split']} rows): the model has not learnt yet; train longer "
+            "(training.epochs) or check the labels.")

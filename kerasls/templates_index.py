@@ -123,6 +123,7 @@ def render_template(name_or_path, output_dir=".", extra_context=None, no_input=T
             project = cookiecutter(str(source), no_input=no_input, extra_context=extra_context,
                                    output_dir=str(output_dir), overwrite_if_exists=overwrite)
     except EOFError:
+        print(flush=True)  # end cookiecutter's unanswered prompt line, so the error starts a line of its own
         raise KeraslsError("no input to answer the template's questions; pass --no-input and key=value variables "
                            "(e.g. project_slug=shop)") from None
     except OutputDirExistsException as error:

@@ -146,3 +146,12 @@ def test_headline_says_when_temperature_did_not_help():
     assert text.splitlines()[1].startswith("note: Temperature scaling did not help on the test rows (NLL 0.5264 -> "
                                            "0.5299, ECE 0.0302 -> 0.0405)")
     assert "\n" not in headline({**metrics, "nll_calibrated": 0.52, "ece_calibrated": 0.02})
+
+
+def test_headline_says_when_the_model_is_at_chance():
+    from kerasls.results import headline
+
+    metrics = {"split": "test", "n": 120, "accuracy": 0.3417, "nll": 1.09, "ece": 0.05, "brier": 0.66,
+               "temperature": 1.0, "nll_calibrated": 1.09, "ece_calibrated": 0.05, "majority_share": 0.3417}
+    assert "no better than always answering the most frequent class (0.3417" in headline(metrics)
+    assert "note:" not in headline({**metrics, "accuracy": 0.9})
