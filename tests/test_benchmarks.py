@@ -59,6 +59,7 @@ def test_serving_prints_every_method_and_the_three_targets():
                         "--batch-rounds", "2")
     rows = " ".join(table_rows(stdout))
     for method in ("(a) export: serving_default on raw columns", "(b) bare model: tf.function on encoded rows",
-                   "(c) model.predict on encoded rows", "(d) call floor of (a)", "(e) call floor of (b)"):
+                   "(c) model.predict on encoded rows", "(d) call floor of (a)", "(e) call floor of (b)",
+                   "(f) peer: keras FeatureSpace"):
         assert method in rows, rows
-    assert len(verdicts(stdout)) == 3, stdout
+    assert len(verdicts(stdout)) == 5, stdout
