@@ -235,11 +235,10 @@ def main(argv=None):
         training.configure_precision(config.training)
         start = time.perf_counter()
         feed = TableFeed(config)
-        one_off["TableFeed(config): read + check the table, adapt the preprocessing"] = time.perf_counter() - start
+        step = "TableFeed(config): read + check the table, adapt the preprocessing, TabularPreprocessor.encode (once)"
+        one_off[step] = time.perf_counter() - start
         features, classes, preprocessor = feed.features, feed.classes, feed.preprocessor
-        start = time.perf_counter()
         x_train = feed.encoded("train")
-        one_off["TableFeed.encoded: TabularPreprocessor.encode (once)"] = time.perf_counter() - start
         raw_train, t_train = feed.raw_columns("train"), feed.training_targets("train")
         rows, batch = len(x_train), config.training.batch_size
         drop_remainder = config.training.jit_compile is not False

@@ -33,19 +33,17 @@ def image_rows(function, classes, data, label=None, batch_size=64):
     default "label"), evaluated by an image export."""
     data = Path(data)
     if data.is_dir():
-        paths, names = images.scan_class_folders(data)
-        lines = np.arange(len(paths))
-        source = str(data)
+        paths, observed = images.class_folder_labels(data, classes, "class of the export",
+                                                     "evaluate another export")
     elif data.is_file() and data.suffix.lower() == ".csv":
         label = label or "label"
         frame = images.read_manifest(data, label_column=label, role="data")
-        paths, names, lines, source = list(frame["path"]), label_strings(frame[label]), np.arange(len(frame)) + 2, \
-            str(data)
+        paths = list(frame["path"])
+        observed = class_indices(label_strings(frame[label]), classes, np.arange(len(frame)) + 2, str(data),
+                                 f"is not a class of the export {classes}")
     else:
         raise KeraslsError(f"{data}: an image export is evaluated on a folder of class folders or a .csv manifest "
                            "(path and label columns)")
-    observed = class_indices(np.asarray(names, dtype=object), classes, lines, source,
-                             f"is not a class of the export {classes}")
     logits = np.concatenate([
         function(image_bytes=tf.constant([Path(path).read_bytes() for path in paths[start:start + batch_size]]))[
             "logits"].numpy() for start in range(0, len(paths), batch_size)])

@@ -31,6 +31,7 @@ class ImageFeed:
         self.sets = {"train": train, "val": val, "test": test}
         self.rows = {split: len(self.sets[split]) for split in ("train", "val", self.eval_split)}
         self._training_targets: dict = {}
+        self._datasets: dict = {}  # split -> the evaluation-order dataset, decoded (and cached) once
 
     def summary(self) -> str:
         counts = " ".join(f"{split}={count}" for split, count in self.rows.items())
@@ -67,13 +68,18 @@ class ImageFeed:
 
     def dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
         """(images, training targets) batches of `split` in order, never augmented or mixed."""
-        return images.make_image_dataset(self._with_training_targets(split), self.image_size, self.channels,
-                                         batch_size, cache=self.cache)
+        self._datasets[split] = images.make_image_dataset(self._with_training_targets(split), self.image_size,
+                                                          self.channels, batch_size, cache=self.cache)
+        return self._datasets[split]
 
     def evaluation_inputs(self, split: str, batch_size=64) -> tf.data.Dataset:
-        """Decoded images of `split` (as `serving_default` decodes them), for the served model function."""
-        return images.make_image_dataset(self.sets[split], self.image_size, self.channels, batch_size,
-                                         cache=self.cache)
+        """Decoded images of `split` (as `serving_default` decodes them), for the served model function: the
+        validation dataset `fit` already read (its cache holds the decoded images; its targets are not read), or
+        a new one in file order."""
+        if split not in self._datasets:
+            self._datasets[split] = images.make_image_dataset(self.sets[split], self.image_size, self.channels,
+                                                              batch_size, cache=self.cache)
+        return self._datasets[split]
 
     def row_ids(self, split: str):
         return self.sets[split].paths

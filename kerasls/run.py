@@ -232,25 +232,21 @@ def start_run(config, args) -> RunFolder:
     """Make and lock the run folder (once the data checked out) and write the resolved config into it; a non-chief
     worker of a multi-worker run gets its own subfolder (see the module docstring). Resuming a run with other
     settings is refused (`check_resume_config`)."""
-    run = create_run_folder(args.runs_dir, args.run_name, worker=worker_folder_name(config))
+    worker = worker_folder_name(config)
+    run = create_run_folder(args.runs_dir, args.run_name, worker=worker)
     lock_run_folder(run)
     check_resume_config(run, config)
     atomic_write_text(run.config, config_module.dump_config(config))
-    set_interrupt_hint(f"to resume from the last finished epoch, run: {resume_command(args, run)}")
+    name = run.path.parent.name if worker else run.path.name  # a worker's folder is runs/<name>/<worker>/
+    set_interrupt_hint(f"to resume from the last finished epoch, run: {resume_command(args, name)}")
     return run
 
 
-def resume_command(args, run: RunFolder) -> str:
-    """The command line that resumes `run`: the same config and overrides, and its run name."""
+def resume_command(args, run_name: str) -> str:
+    """The command line that resumes run `run_name`: the same config and overrides."""
     parts = ["python", "train.py"]
     if args.config != "config.yaml":
         parts += ["--config", args.config]
     if args.runs_dir != "runs":
         parts += ["--runs-dir", args.runs_dir]
-    name = run.path.parent.name if worker_folder_name_of(run) else run.path.name
-    return shlex.join([*parts, *args.overrides, "--run-name", name])
-
-
-def worker_folder_name_of(run: RunFolder) -> bool:
-    """Is `run` a non-chief worker's subfolder (`runs/<name>/<type>-<index>/`)?"""
-    return run.path.name.split("-")[0] in ("worker", "chief", "evaluator") and run.path.name[-1].isdigit()
+    return shlex.join([*parts, *args.overrides, "--run-name", run_name])

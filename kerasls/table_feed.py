@@ -48,7 +48,9 @@ class TableFeed:
             self.rows = {split: len(self.frames[split]) for split in ("train", "val", self.eval_split)}
             self.preprocessor = TabularPreprocessor(self.features.numeric, self.features.categorical,
                                                     self.features.text, text_max_tokens=data.text_max_tokens)
-            self.preprocessor.adapt(self.raw_columns("train"))
+            train_columns = self.raw_columns("train")
+            self.preprocessor.adapt(train_columns)
+            self._encoded["train"] = self.preprocessor.encode(train_columns)  # the same columns, converted once
 
     # -- what the data are ----------------------------------------------------------------------------------
     def summary(self) -> str:

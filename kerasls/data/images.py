@@ -91,6 +91,18 @@ def scan_class_folders(root) -> tuple[list[str], list[str]]:
     return paths, names
 
 
+def class_folder_labels(root, classes, kind="training class", fix="add it to the training data"):
+    """(image paths, class indices into `classes`) of a class-folder tree; a folder that names no class of
+    `classes` is one error naming the folder ("class 'x' is not a <kind> [...]; remove the folder or <fix>")."""
+    paths, names = scan_class_folders(root)
+    index = {name: i for i, name in enumerate(classes)}
+    unseen = sorted(set(names) - set(index))
+    if unseen:
+        raise KeraslsError(f"{Path(root) / unseen[0]}: class {unseen[0]!r} is not a {kind} {list(classes)}; remove "
+                           f"the folder or {fix}")
+    return paths, np.array([index[name] for name in names], dtype=np.int64)
+
+
 def read_manifest(path, path_column="path", label_column="label", role="train") -> pd.DataFrame:
     """Read a CSV manifest and resolve its image paths; returns the table with absolute paths in `path_column`.
 
@@ -158,14 +170,9 @@ def _load_set(value, role, config, soft, classes) -> tuple[ImageSet, list[str]]:
     if _source(value, role) == "folder":
         if kind and classes is None:
             raise KeraslsError(f"{value}: targets.soft_labels needs a .csv manifest as data.train, not a folder")
-        paths, names = scan_class_folders(value)
-        classes = sorted(set(names)) if classes is None else classes
-        index = {name: i for i, name in enumerate(classes)}
-        unseen = sorted(set(names) - set(index))
-        if unseen:
-            raise KeraslsError(f"{Path(value) / unseen[0]}: class {unseen[0]!r} is not a training class "
-                               f"{classes}; remove the folder or add it to the training data")
-        labels = np.array([index[name] for name in names], dtype=np.int64)
+        if classes is None:
+            classes = sorted(set(scan_class_folders(value)[1]))
+        paths, labels = class_folder_labels(value, classes, "training class", "add it to the training data")
         return ImageSet(paths, labels, soft_targets.one_hot(labels, len(classes)), False, str(value)), classes
 
     frame = read_table(value, role, literal=[config.path_column, config.label_column])
@@ -329,15 +336,16 @@ def make_image_dataset(image_set: ImageSet, image_size, channels, batch_size, sh
     def load(path, target):
         return decode_image(tf.io.read_file(path), image_size, channels), target
 
-    epoch = epoch if epoch is not None else epoch_variable()
     if not shuffle:
         dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(load, num_parallel_calls=parallel_calls())
         dataset = (dataset.cache() if cache else dataset).batch(batch_size, drop_remainder=drop_remainder)
     elif cache:
         decoded = make_image_dataset(image_set, image_size, channels, 256)
         pixels = np.concatenate([images.numpy() for images, _ in decoded], axis=0)
-        dataset = epoch_shuffled_dataset(pixels, targets, batch_size, seed, epoch, drop_remainder)
+        dataset = epoch_shuffled_dataset(pixels, targets, batch_size, seed,
+                                         epoch if epoch is not None else epoch_variable(), drop_remainder)
     else:
+        epoch = epoch if epoch is not None else epoch_variable()
         order = tf.data.Dataset.from_tensors(0).flat_map(
             lambda _: tf.data.Dataset.from_tensor_slices(epoch_permutation(count, seed, epoch)))
         paths_tensor, targets_tensor = tf.constant(paths.astype(str)), tf.constant(targets)

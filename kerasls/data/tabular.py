@@ -147,12 +147,16 @@ def check_files_and_columns(config: DataConfig, soft=None) -> None:
             raise table_read_error(paths["train"], error) from None
     soft_columns = soft.columns() if soft is not None and soft.source != "teacher" else []
     if not soft_columns and config.label not in header:
-        raise KeraslsError(f"{paths['train']}: label column {config.label!r} not found; columns are {header} "
-                           "(set data.label)")
+        raise missing_column_error(paths["train"], config.label, "label", header)
     for name in config.features.all_columns() if config.features else []:
         if name not in header:
-            raise KeraslsError(f"{paths['train']}: feature column {name!r} not found; columns are {header} "
-                               "(fix data.features)")
+            raise missing_column_error(paths["train"], name, "feature", header)
+
+
+def missing_column_error(path, name, role, columns) -> KeraslsError:
+    """"<path>: <role> column <name> not found; columns are [...] (the key to fix)"; role is "label" or "feature"."""
+    return KeraslsError(f"{path}: {role} column {name!r} not found; columns are {list(columns)}"
+                        + (" (set data.label)" if role == "label" else " (fix data.features)"))
 
 
 def _looks_like_text(values: pd.Series) -> bool:
@@ -191,11 +195,7 @@ def check_columns(frame: pd.DataFrame, features: FeatureColumns, label: Optional
     wanted = features.all_columns() + ([label] if label else [])
     for name in wanted:
         if name not in frame.columns:
-            role = "label" if name == label else "feature"
-            raise KeraslsError(
-                f"{path}: {role} column {name!r} not found; columns are {list(frame.columns)}"
-                + (" (set data.label)" if role == "label" else " (fix data.features)")
-            )
+            raise missing_column_error(path, name, "label" if name == label else "feature", frame.columns)
         if frame[name].isna().all():
             if name == label:
                 raise KeraslsError(f"{path}: label column {name!r} is empty (all values missing); fill in the class "
