@@ -28,8 +28,9 @@ from kerasls.config import ImageConfig, TabularConfig, dump_config, load_config,
 from kerasls.errors import KeraslsError
 from kerasls.fileio import atomic_write_text
 
-METRIC_COLUMNS = ["accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier", "temperature"]
-COLUMNS = METRIC_COLUMNS + ["val_nll_calibrated"]  # the ranking column of hard-label runs
+# the last is the ranking column of hard-label runs; soft runs add theirs (`ranking_column`)
+COLUMNS = ["accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier", "temperature",
+           "val_nll_calibrated"]
 
 
 def ranking_column(metrics: dict) -> str:
