@@ -122,7 +122,7 @@ def main(argv=None):
         filled = {name: (np.where(np.isnan(train_raw[name]), np.nanmedian(train_raw[name]), train_raw[name])
                          if name in features.numeric else train_raw[name]) for name in train_raw}
         space = feature_space(filled, features.numeric, features.categorical, features.text,
-                              config.data.text_max_tokens)
+                              config.data.text.max_tokens)
         space_dim = int(space({name: values[:2] for name, values in filled.items()}).shape[-1])
         peer_model = model_module.build_model(space_dim, len(classes), config.model)
         peer_module = tf.Module()

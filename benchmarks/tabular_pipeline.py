@@ -263,7 +263,7 @@ def main(argv=None):
             filled[name] = np.where(np.isnan(raw_train[name]), np.nanmedian(raw_train[name]), raw_train[name])
         start = time.perf_counter()
         space = feature_space(filled, features.numeric, features.categorical, features.text,
-                              config.data.text_max_tokens)
+                              config.data.text.max_tokens)
         one_off["keras FeatureSpace.adapt (peer c2; text adapt traced)"] = time.perf_counter() - start
         space_dim = int(space({k: v[:2] for k, v in filled.items()}).shape[-1])
 

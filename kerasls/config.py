@@ -32,6 +32,46 @@ class FeatureColumns(_Section):
         return [*self.numeric, *self.categorical, *self.text]
 
 
+class TextSettings(_Section):
+    """How a text column becomes features: TF-IDF over word and character n-grams (`kerasls.text_features`)."""
+
+    ngrams: int = Field(2, ge=0, le=5)  # word n-grams of 1..ngrams tokens; 0 = no word features
+    char_ngrams: Optional[tuple[int, int]] = (2, 5)  # [min, max] characters within word boundaries; null = none
+    max_tokens: int = Field(10000, ge=10)  # size of each vocabulary (word n-grams; character n-grams)
+    sublinear_tf: bool = True  # 1 + ln(tf) instead of tf
+
+    @model_validator(mode="after")
+    def _some_features(self):
+        if self.ngrams == 0 and not self.char_ngrams:
+            raise ValueError("ngrams: 0 and char_ngrams: null leave a text column without features; "
+                             "set ngrams >= 1 or char_ngrams: [2, 5]")
+        if self.char_ngrams and not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10:
+            raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10; "
+                             f"received {list(self.char_ngrams)}")
+        return self
+
+
+class TextConfig(TextSettings):
+    columns: dict[str, dict] = {}  # per-column overrides, e.g. {subject: {ngrams: 1, char_ngrams: null}}
+
+    @model_validator(mode="after")
+    def _valid_overrides(self):
+        for name in self.columns:
+            self.settings(name)
+        return self
+
+    def settings(self, column: str) -> TextSettings:
+        """The settings of text column `column`: these defaults with its entry in `columns` on top."""
+        defaults = self.model_dump(exclude={"columns"})
+        try:
+            return TextSettings.model_validate({**defaults, **(self.columns.get(column) or {})})
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"columns.{column}{'.' + key if key else ''}: {message}") from None
+
+
 class DataConfig(_Section):
     train: str = "data/train.csv"
     val: Optional[str] = None
@@ -39,7 +79,7 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     label: str = "intent"
     features: Optional[FeatureColumns] = None
-    text_max_tokens: int = Field(2000, ge=10)
+    text: TextConfig = TextConfig()
     # streaming: read the tables in chunks of `chunk_rows` rows instead of whole (files larger than memory);
     # see kerasls.data.streaming for what changes (seeded per-row val split, shuffling within chunks).
     streaming: bool = False
@@ -306,6 +346,9 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             soft["teacher"] = str((base / soft["teacher"]).resolve())
 
 
+RENAMED = {"data.text_max_tokens": "data.text.max_tokens"}
+
+
 def _describe_error(error: dict, schema: type[BaseModel], source: str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
@@ -323,6 +366,8 @@ def _describe_error(error: dict, schema: type[BaseModel], source: str) -> str:
         parent = ".".join(str(part) for part in error["loc"][:-1])
         full = f"{parent}.{close[0]}" if close and parent else (close[0] if close else "")
         hint = f"; did you mean {full!r}?" if close else f"; known keys here: {', '.join(known)}"
+        if key in RENAMED:
+            hint = f"; it is now {RENAMED[key]!r}"
         return f"{source}: unknown config key {key!r}{hint}"
     if error["type"] == "value_error":  # our own validators: the message names the keys and the value already
         message = error["msg"].removeprefix("Value error, ")

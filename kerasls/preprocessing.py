@@ -8,43 +8,21 @@ inputs (keras#22522, #18604).
 - numeric: missing values (NaN) are replaced by the training median, then standardised with the training mean
   and standard deviation (statistics computed in numpy, stored as constants);
 - categorical: one-hot over the training vocabulary, plus one out-of-vocabulary slot for unseen values;
-- text: TF-IDF over a vocabulary of at most `text_max_tokens` words (unigrams), unknown words ignored.
+- text: TF-IDF over word n-grams and character n-grams within word boundaries, sublinear tf, L2-normalised
+  (`kerasls.text_features.TextTfidf`, configured per column by `data.text`), unknown n-grams ignored.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasls import keras_internals
-
-
-def text_update_function(vectorizer):
-    """What `vectorizer.update_state` does for [N, 1] string arrays, vectorised and traced once.
-
-    Keras 3.15 counts TF-IDF document frequencies with a `tf.map_fn` over rows (`IndexLookup.update_state`), at
-    ~1 ms a row eagerly (100k rows: ~2 minutes) and ~60 µs a row traced. Here the per-document deduplication is
-    one `tf.unique` over (row, token) pairs, which counts into the layer's own tables the same totals (the
-    vocabulary and IDF weights equal `TextVectorization.adapt`'s: tested): 100k rows in 0.8 s (traced map_fn: 6 s).
-    """
-    lookup = keras_internals.text_lookup_layer(vectorizer)  # the tables adapt() fills
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.string)])
-    def update(strings):
-        tokens = keras_internals.text_tokens(vectorizer, strings)  # standardised and split as the layer does
-        words, word_index = tf.unique(tokens.flat_values, out_idx=tf.int64)
-        distinct = tf.size(words, out_type=tf.int64)
-        counts = tf.math.bincount(word_index, minlength=distinct, dtype=tf.int64)
-        pairs, _ = tf.unique(tokens.value_rowids() * distinct + word_index)  # (document, word), once each
-        documents = tf.math.bincount(pairs % tf.maximum(distinct, 1), minlength=distinct, dtype=tf.int64)
-        lookup.token_counts.insert(words, counts + lookup.token_counts.lookup(words))
-        lookup.token_document_counts.insert(words, documents + lookup.token_document_counts.lookup(words))
-        lookup.num_documents.assign_add(tf.shape(strings, out_type=tf.int64)[0])
-
-    return update
+from kerasls.text_features import TextTfidf, TextVocabularyCounter
 
 
 class TabularPreprocessor(keras.layers.Layer):
-    def __init__(self, numeric=(), categorical=(), text=(), text_max_tokens=2000, **kwargs):
+    def __init__(self, numeric=(), categorical=(), text=(), text_settings=None, **kwargs):
+        """`text_settings`: a `config.TextConfig` (its `settings(column)` configures each text column's TF-IDF),
+        or None for `TextTfidf`'s defaults."""
         # float32 whatever the global policy: under mixed_bfloat16 Keras would cast the raw numeric inputs to
         # bfloat16 before the layer sees them (1000.7 -> 1000, 3 significant digits), in training and serving.
         kwargs.setdefault("dtype", "float32")
@@ -52,9 +30,12 @@ class TabularPreprocessor(keras.layers.Layer):
         self.numeric = list(numeric)
         self.categorical = list(categorical)
         self.text = list(text)
-        self.text_max_tokens = text_max_tokens
         self.lookups = {}
-        self.vectorizers = {}
+        self.vectorizers = {
+            name: TextTfidf(**(text_settings.settings(name).model_dump() if text_settings else {}),
+                            name=f"tfidf_{name}")
+            for name in self.text
+        }
         self._adapted = False
 
     @property
@@ -75,13 +56,9 @@ class TabularPreprocessor(keras.layers.Layer):
         for name in self.categorical:
             values, counts = np.unique(np.asarray(columns[name], dtype=str), return_counts=True)
             self.set_vocabulary(name, values[np.argsort(-counts, kind="stable")])
-        for name in self.text:
-            vectorizer, update = self.text_vectorizer(name), text_update_function(self.vectorizers[name])
-            strings = np.asarray(columns[name], dtype=str)
-            vectorizer.reset_state()
-            for start in range(0, len(strings), 8192):
-                update(strings[start:start + 8192, None])
-            vectorizer.finalize_state()
+        for name, counter in self.text_counters().items():
+            counter.update(columns[name])
+            counter.finish()
         self._adapted = True
         return self
 
@@ -98,12 +75,9 @@ class TabularPreprocessor(keras.layers.Layer):
             vocabulary=[str(v) for v in vocabulary], num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
         )
 
-    def text_vectorizer(self, name):
-        """A new TF-IDF `TextVectorization` for text column `name`, to be adapted by the caller."""
-        self.vectorizers[name] = keras.layers.TextVectorization(
-            max_tokens=self.text_max_tokens, output_mode="tf_idf", name=f"tfidf_{name}"
-        )
-        return self.vectorizers[name]
+    def text_counters(self) -> dict:
+        """{text column: `TextVocabularyCounter`}: feed them the column's text, then `finish()` each."""
+        return {name: TextVocabularyCounter(vectorizer) for name, vectorizer in self.vectorizers.items()}
 
     def mark_adapted(self):
         self._adapted = True
@@ -113,7 +87,7 @@ class TabularPreprocessor(keras.layers.Layer):
     def output_dim(self) -> int:
         width = len(self.numeric)
         width += sum(lookup.vocabulary_size() for lookup in self.lookups.values())
-        width += sum(vectorizer.vocabulary_size() for vectorizer in self.vectorizers.values())
+        width += sum(vectorizer.output_dim for vectorizer in self.vectorizers.values())
         return width
 
     def call(self, inputs):
@@ -127,7 +101,7 @@ class TabularPreprocessor(keras.layers.Layer):
         for name in self.categorical:
             parts.append(tf.cast(self.lookups[name](inputs[name]), tf.float32))
         for name in self.text:
-            parts.append(tf.cast(self.vectorizers[name](inputs[name]), tf.float32))
+            parts.append(self.vectorizers[name](inputs[name]))
         return tf.concat(parts, axis=1)
 
     def encode(self, columns: dict, batch_size=8192) -> np.ndarray:

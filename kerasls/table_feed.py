@@ -47,7 +47,7 @@ class TableFeed:
             self.frames = {"train": self.splits.train, "val": self.splits.val, "test": self.splits.test}
             self.rows = {split: len(self.frames[split]) for split in ("train", "val", self.eval_split)}
             self.preprocessor = TabularPreprocessor(self.features.numeric, self.features.categorical,
-                                                    self.features.text, text_max_tokens=data.text_max_tokens)
+                                                    self.features.text, text_settings=data.text)
             train_columns = self.raw_columns("train")
             self.preprocessor.adapt(train_columns)
             self._encoded["train"] = self.preprocessor.encode(train_columns)  # the same columns, converted once
@@ -56,8 +56,11 @@ class TableFeed:
     def summary(self) -> str:
         counts = " ".join(f"{split}={count}" for split, count in self.rows.items())
         features = self.features
+        width = f"encoded width {self.input_dim}"
+        if not self.streaming:  # text n-grams make wide rows: say what holding them costs (streaming does not)
+            width += f", training rows held encoded: {self.rows['train'] * self.input_dim * 4 / 2**20:,.0f} MB"
         return (f"classes: {self.classes}\nrows: {counts}\nfeatures: numeric={features.numeric} "
-                f"categorical={features.categorical} text={features.text}")
+                f"categorical={features.categorical} text={features.text} ({width})")
 
     @property
     def input_dim(self) -> int:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from conftest import tabular_build_model
 
 from kerasls import results, training
+from kerasls.config import TextConfig
 from kerasls.data.images import ImageSet, make_image_dataset
 from kerasls.export import export_classifier, image_serving, tabular_serving
 from kerasls.preprocessing import TabularPreprocessor
@@ -34,6 +35,9 @@ def raw_columns(rows=300, seed=0):
     rng = np.random.default_rng(seed)
     words = np.array(["refund", "card", "lost", "top", "up", "pending", "Transfer!", "café", "ATM"], dtype=object)
     text = [" ".join(rng.choice(words, rng.integers(0, 6))) for _ in range(rows)]
+    # held-out rows a client sends: unseen words, punctuation and case, non-ASCII, empty, odd spacing
+    text[200:206] = ["zzz unseen qqq", "REFUND!!! ¿dónde está mi tarjeta?", "日本語のテキスト", "",
+                     "  top\tup   pending  ", "Café-ATM, top-up."]
     return {
         "amount": rng.normal(50, 30, rows).astype(np.float32),
         "minutes": np.where(rng.random(rows) < 0.1, np.nan, rng.gamma(2.0, 3.0, rows)).astype(np.float32),
@@ -56,7 +60,8 @@ def test_tabular_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
     keras.mixed_precision.set_global_policy(policy)
     training.set_seeds(11)
     columns = raw_columns()
-    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"], text_max_tokens=50)
+    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"],
+                                       text_settings=TextConfig(max_tokens=50))
     preprocessor.adapt({name: values[:200] for name, values in columns.items()})
     model = tabular_build_model()(preprocessor.output_dim, 4, SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
     scale_weights(model, 3.0)

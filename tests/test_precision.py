@@ -28,7 +28,7 @@ import tensorflow as tf
 from conftest import run_train, tabular_build_model
 
 from kerasls import results, training
-from kerasls.config import AugmentConfig, TargetsConfig, TrainingConfig, load_config
+from kerasls.config import AugmentConfig, TargetsConfig, TextConfig, TrainingConfig, load_config
 from kerasls.templates_index import render_template
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +140,8 @@ def test_tabular_preprocessing_stays_float32_under_mixed_bfloat16():
 
     def encoded(policy):
         keras.mixed_precision.set_global_policy(policy)
-        preprocessor = TabularPreprocessor(["amount"], ["device"], ["query"], text_max_tokens=20).adapt(columns)
+        preprocessor = TabularPreprocessor(["amount"], ["device"], ["query"],
+                                           text_settings=TextConfig(max_tokens=20)).adapt(columns)
         return preprocessor.encode(columns)
 
     reference = encoded("float32")

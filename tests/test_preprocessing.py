@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from kerasls.config import TextConfig
 from kerasls.preprocessing import TabularPreprocessor
 
 
@@ -13,7 +14,7 @@ def preprocessor():
         "c": np.array(["x", "y", "x", "x"], dtype=object),
         "t": np.array(["buy shoes", "return shoes", "buy", ""], dtype=object),
     }
-    return TabularPreprocessor(["n"], ["c"], ["t"], text_max_tokens=50).adapt(columns)
+    return TabularPreprocessor(["n"], ["c"], ["t"], text_settings=TextConfig(max_tokens=50)).adapt(columns)
 
 
 def test_numeric_missing_values_take_the_median_then_standardise(preprocessor):
@@ -36,7 +37,7 @@ def test_unknown_words_are_ignored_and_width_is_stable(preprocessor):
                                    "t": np.array(["zzzz qqqq"], object)})
     assert encoded.shape == (1, preprocessor.output_dim)
     text_part = encoded[0, 4:]
-    assert text_part[1:].sum() == 0  # no known word: only the OOV bucket may be set
+    assert text_part.sum() == 0  # no known word or character n-gram: unseen n-grams have no slot
     known = preprocessor.encode({"n": np.array([1.0], np.float32), "c": np.array(["x"], object),
                                  "t": np.array(["buy"], object)})
     assert known[0, 4:].sum() > 0

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from kerasls import training
-from kerasls.config import DataConfig, FeatureColumns
+from kerasls.config import DataConfig, FeatureColumns, TextConfig
 from kerasls.data import streaming, tabular
 from kerasls.export import export_classifier, tabular_serving
 from kerasls.predict import predict_file
@@ -70,7 +70,8 @@ def test_inferred_features_read_as_text_too(table):
 def test_in_memory_and_streaming_learn_the_vocabulary_a_client_sends(table):
     config = DataConfig(train=str(table), label="intent", features=FEATURES, val_fraction=0.25)
     splits = tabular.load_splits(config, seed=0)
-    memory = TabularPreprocessor(FEATURES.numeric, FEATURES.categorical, FEATURES.text, text_max_tokens=20)
+    memory = TabularPreprocessor(FEATURES.numeric, FEATURES.categorical, FEATURES.text,
+                                 text_settings=TextConfig(max_tokens=20))
     memory.adapt(tabular.column_arrays(splits.train, FEATURES))
     stream = streaming.TableStream(config.model_copy(update={"streaming": True, "chunk_rows": 3}), seed=0)
     sent = file_strings(table)
@@ -87,7 +88,8 @@ def test_in_memory_and_streaming_learn_the_vocabulary_a_client_sends(table):
 def test_predict_on_the_file_equals_a_client_sending_the_files_strings(table, tmp_path):
     config = DataConfig(train=str(table), label="intent", features=FEATURES, val_fraction=0.25)
     splits = tabular.load_splits(config, seed=0)
-    preprocessor = TabularPreprocessor(FEATURES.numeric, FEATURES.categorical, FEATURES.text, text_max_tokens=20)
+    preprocessor = TabularPreprocessor(FEATURES.numeric, FEATURES.categorical, FEATURES.text,
+                                       text_settings=TextConfig(max_tokens=20))
     preprocessor.adapt(tabular.column_arrays(splits.train, FEATURES))
     preprocessor.encode(tabular.column_arrays(splits.train, FEATURES))  # as train.py does: builds the layer
     training.set_seeds(3)

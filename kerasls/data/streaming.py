@@ -3,7 +3,7 @@
 `TableStream` makes one pass over the training file: it checks every chunk's columns (errors name the file and
 line, as for in-memory tables), finds the classes, and learns the same preprocessing as
 `TabularPreprocessor.adapt` -- numeric mean/std exactly (running sums), category vocabularies exactly (counts),
-TF-IDF vocabularies through `TextVectorization.update_state`, and the numeric NaN fill (median) from a uniform
+TF-IDF vocabularies through `TextVocabularyCounter` (exact counts), and the numeric NaN fill (median) from a uniform
 sample of `MEDIAN_SAMPLE` values a column (exact for smaller tables). Memory grows with vocabulary sizes, never
 with rows. Each epoch then reads the file again:
 
@@ -32,7 +32,7 @@ from kerasls.data.epochs import parallel_calls
 from kerasls.data.labels import label_strings
 from kerasls.data.soft_labels import soft_column_classes
 from kerasls.errors import KeraslsError
-from kerasls.preprocessing import TabularPreprocessor, text_update_function
+from kerasls.preprocessing import TabularPreprocessor
 
 ENCODE_ROWS = 4096  # rows per preprocessor call: large enough to amortise the call, small enough for TF-IDF width
 MEDIAN_SAMPLE = 100_000  # values per numeric column kept to estimate its median
@@ -93,10 +93,7 @@ class StreamingAdapter:
         self.sample = np.zeros((0, width))
         self.rng = np.random.default_rng(seed)
         self.categories = {name: Counter() for name in preprocessor.categorical}
-        self.vectorizers = {name: preprocessor.text_vectorizer(name) for name in preprocessor.text}
-        self.text_updates = {name: text_update_function(v) for name, v in self.vectorizers.items()}
-        for vectorizer in self.vectorizers.values():
-            vectorizer.reset_state()
+        self.text_counters = preprocessor.text_counters()
 
     def update(self, columns: dict) -> None:
         """Add one chunk of raw columns (as from `tabular.column_arrays`)."""
@@ -117,10 +114,8 @@ class StreamingAdapter:
         for name in preprocessor.categorical:
             values, counts = np.unique(np.asarray(columns[name], dtype=str), return_counts=True)
             self.categories[name].update(dict(zip(values.tolist(), counts.tolist())))
-        for name, update in self.text_updates.items():
-            strings = np.asarray(columns[name], dtype=str)
-            for start in range(0, len(strings), ENCODE_ROWS):  # bounded temporaries in the TF-IDF counting
-                update(strings[start:start + ENCODE_ROWS, None])
+        for name, counter in self.text_counters.items():
+            counter.update(columns[name], chunk_rows=ENCODE_ROWS)  # bounded temporaries in the n-gram counting
 
     def finish(self):
         """Set the preprocessor's statistics and vocabularies; returns the adapted preprocessor."""
@@ -136,8 +131,8 @@ class StreamingAdapter:
         for name, counts in self.categories.items():
             # most frequent first, ties in sorted order: the order `np.unique` + stable argsort gives in memory
             preprocessor.set_vocabulary(name, sorted(counts, key=lambda value: (-counts[value], value)))
-        for vectorizer in self.vectorizers.values():
-            vectorizer.finalize_state()
+        for counter in self.text_counters.values():
+            counter.finish()
         return preprocessor.mark_adapted()
 
 
@@ -160,7 +155,7 @@ class TableStream:
         if not self.features.all_columns():
             raise KeraslsError(f"{data.train}: no feature columns besides the label {data.label!r}")
         self.preprocessor = TabularPreprocessor(self.features.numeric, self.features.categorical,
-                                                self.features.text, text_max_tokens=data.text_max_tokens)
+                                                self.features.text, text_settings=data.text)
         self.classes = self._soft_classes() if soft else None
         self.rows = {"train": 0, "val": 0, "test": 0}
         self.class_counts = None  # training rows per class
@@ -301,7 +296,9 @@ class TableStream:
         preprocessor = self.preprocessor
         if encode:
             calls = parallel_calls()
-            dataset = dataset.rebatch(ENCODE_ROWS).map(
+            # at most ENCODE_ROWS rows and ~64 MB of float32 output a call (wide TF-IDF rows get fewer)
+            rows_per_call = max(256, min(ENCODE_ROWS, (16 << 20) // max(preprocessor.output_dim, 1)))
+            dataset = dataset.rebatch(rows_per_call).map(
                 lambda columns, targets: (preprocessor(columns), targets), num_parallel_calls=calls,
                 deterministic=True if calls is not None else None)
         rows = self.rows[split]

@@ -1,0 +1,97 @@
+"""Text columns: TF-IDF over word n-grams and character n-grams within word boundaries (`TextTfidf`).
+
+The golden reference is scikit-learn's `TfidfVectorizer` (the baseline a user compares against), run on the
+same text: the two matrices must agree entry by entry, on rows with unseen words, punctuation, case, non-ASCII
+text and empty text.
+"""
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from kerasls.config import KeraslsError, TextConfig, build_config
+from kerasls.text_features import TextTfidf, TextVocabularyCounter
+
+TRAIN = [
+    "I am still waiting on my card?", "What can I do if my card   still hasn't arrived after 2 weeks?", "",
+    "Café: ÉCOLE été, naïve; 日本語 テキスト", "Refund!!! refund, REFUND please", "a b c", "top-up failed x2 ... why?",
+    "tab\there\nnewline", "card card card card arrived",
+]
+HELD_OUT = ["never seen words zzz", "card refund!", "", "École étÉ", "I'm OK", "¿dónde está mi tarjeta?"]
+
+
+def fitted(texts, chunk=4, **settings):
+    layer = TextTfidf(name="t", **settings)
+    counter = TextVocabularyCounter(layer)
+    for start in range(0, len(texts), chunk):
+        counter.update(texts[start:start + chunk])
+    return counter.finish()
+
+
+def columns_of(layer, kind, vectorizer):
+    """Where each of `layer`'s `kind` n-grams sits in scikit-learn's matrix (its vocabulary is sorted)."""
+    return [vectorizer.vocabulary_[token] for token in layer.vocabulary(kind)]
+
+
+@pytest.mark.parametrize("ngrams,char_ngrams,sublinear", [(2, (2, 5), True), (1, (3, 3), False), (3, None, True),
+                                                            (0, (1, 4), True)])
+def test_equals_scikit_learn_tfidf_word_and_char_wb(ngrams, char_ngrams, sublinear):
+    layer = fitted(TRAIN, ngrams=ngrams, char_ngrams=char_ngrams, sublinear_tf=sublinear, max_tokens=100_000)
+    ours = layer(np.array(TRAIN + HELD_OUT, dtype=object)).numpy()
+    assert ours.shape == (len(TRAIN) + len(HELD_OUT), layer.output_dim)
+    offset = 0
+    references = []
+    if ngrams:
+        references.append(("words", TfidfVectorizer(ngram_range=(1, ngrams), sublinear_tf=sublinear)))
+    if char_ngrams:
+        references.append(("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=char_ngrams,
+                                                     sublinear_tf=sublinear)))
+    for kind, vectorizer in references:
+        expected = vectorizer.fit(TRAIN).transform(TRAIN + HELD_OUT).toarray()
+        assert sorted(layer.vocabulary(kind)) == sorted(vectorizer.vocabulary_)
+        width = len(vectorizer.vocabulary_)
+        np.testing.assert_allclose(ours[:, offset:offset + width], expected[:, columns_of(layer, kind, vectorizer)],
+                                   atol=1e-6)
+        offset += width
+    assert offset == layer.output_dim
+    assert np.all(ours[TRAIN.index("")] == 0) and np.all(ours[len(TRAIN) + HELD_OUT.index("")] == 0)
+
+
+def test_vocabulary_keeps_the_most_frequent_n_grams_like_max_features():
+    layer = fitted(TRAIN, ngrams=1, char_ngrams=None, max_tokens=3)
+    # counts: card 6, refund 3, then arrived, my, still 2 each: the tie goes in sorted order
+    assert layer.vocabulary("words") == ["card", "refund", "arrived"]
+    reference = TfidfVectorizer(sublinear_tf=True, max_features=3).fit(TRAIN)  # breaks the tie its own way
+    assert {"card", "refund"} < set(reference.vocabulary_)
+
+
+def test_counting_in_chunks_equals_counting_at_once():
+    texts = [f"refund {i % 7} card number{i % 13} " * (1 + i % 3) for i in range(500)]
+    whole, chunked = fitted(texts, chunk=500), fitted(texts, chunk=37)
+    for kind in ("words", "chars"):
+        assert whole.vocabulary(kind) == chunked.vocabulary(kind)
+    np.testing.assert_array_equal(whole(np.array(texts[:50])).numpy(), chunked(np.array(texts[:50])).numpy())
+
+
+def test_per_column_settings_override_the_defaults():
+    text = TextConfig(ngrams=2, char_ngrams=[2, 5], max_tokens=500, columns={"subject": {"char_ngrams": None}})
+    assert text.settings("subject").model_dump() == {"ngrams": 2, "char_ngrams": None, "max_tokens": 500,
+                                                     "sublinear_tf": True}
+    assert text.settings("body").char_ngrams == (2, 5)
+
+
+@pytest.mark.parametrize("text,message", [
+    ({"ngrams": 0, "char_ngrams": None}, "without features"),
+    ({"char_ngrams": [5, 2]}, "1 <= min <= max"),
+    ({"columns": {"subject": {"ngrams": 0, "char_ngrams": None}}}, "columns.subject"),
+    ({"columns": {"subject": {"ngram": 1}}}, "ngram"),
+])
+def test_bad_text_settings_name_the_key(text, message):
+    with pytest.raises(KeraslsError, match=message) as error:
+        build_config({"data": {"text": text}})
+    assert "data.text" in str(error.value)
+
+
+def test_the_old_key_says_where_it_moved():
+    with pytest.raises(KeraslsError, match="data.text.max_tokens"):
+        build_config({"data": {"text_max_tokens": 3000}})
