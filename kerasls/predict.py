@@ -60,7 +60,7 @@ def predict_frame(function, input_specs, classes, frame: pd.DataFrame, batch_siz
 def add_set_columns(result: pd.DataFrame, outputs: list, classes) -> pd.DataFrame:
     """`prediction_set` (the set's class names joined by `|`, in class order; empty for an empty set) and `set_size`
     when the export serves prediction sets."""
-    if "prediction_set" not in outputs[0]:
+    if not outputs or "prediction_set" not in outputs[0]:
         return result
     sets = np.concatenate([o["prediction_set"] for o in outputs])
     result["prediction_set"] = ["|".join(str(classes[k]) for k in np.flatnonzero(row)) for row in sets]
