@@ -120,7 +120,7 @@ def conformity_scores(probs, labels, score="lac", raps_lambda=0.01, raps_k_reg=1
 # ----------------------------------------------------------------------------------------------- threshold
 def quantile_rank(n: int, alpha: float) -> int:
     """k = ⌈(n + 1)(1 − α)⌉: the threshold is the k-th smallest of n calibration scores. (Rounded to 9 decimals
-    before the ceiling, so a product such as 100 · 0.95 = 94.99999999999999 counts as 95.)"""
+    before the ceiling: in floats 1000 · (1 − 0.059) = 941.0000000000001, which must count as 941, not 942.)"""
     return math.ceil(round((n + 1) * (1.0 - _check_alpha(alpha)), 9))
 
 

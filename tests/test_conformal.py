@@ -58,6 +58,7 @@ def test_threshold_is_the_kth_smallest_score_as_mapie_takes_it():
     assert conformal.quantile_rank(19, 0.1) == 18 and conformal.threshold(scores, 0.1) == 18.0
     assert np.quantile(scores, 18 / 19, method="higher") == 19.0  # numpy's "higher" at k/n is one rank above
     assert conformal.threshold(scores[:9], 0.1) == 9.0  # n = 9: k = 9, the largest
+    assert conformal.quantile_rank(999, 0.059) == 941  # 1000 · 0.941 is 941.0000000000001 in floats
     rng = np.random.default_rng(0)
     for n in (9, 19, 50, 99, 100, 101, 400, 1234):
         scores = rng.random(n)
