@@ -165,6 +165,15 @@ class TrainingConfig(_Section):
         return self
 
 
+class ConformalConfig(_Section):
+    """Split conformal prediction sets fitted on the validation rows (kerasls.conformal says how each score works)."""
+
+    score: Literal["lac", "aps", "raps"] = "lac"
+    alpha: float = Field(0.1, gt=0.0, lt=1.0)  # a set holds the true class for at least 1 − alpha of new rows
+    raps_lambda: float = Field(0.01, ge=0.0)  # raps only: λ, the penalty per rank beyond raps_k_reg
+    raps_k_reg: int = Field(1, ge=0)  # raps only: ranks up to this one are not penalised
+
+
 class CalibrationConfig(_Section):
     temperature_scaling: bool = True
     # what T minimises on the validation rows: auto = the soft cross-entropy to their distributions when they carry
@@ -172,6 +181,7 @@ class CalibrationConfig(_Section):
     fit_on: Literal["auto", "soft", "hard"] = "auto"
     bins: int = Field(15, ge=1)
     target_accuracy: float = Field(0.95, gt=0.0, le=1.0)
+    conformal: Optional[ConformalConfig] = ConformalConfig()  # prediction sets; null turns them off
 
 
 class ExportConfig(_Section):

@@ -2,7 +2,8 @@
 
 The export's `logits` output and the temperature stored with it (`assets/kerasls.json`) give the same metrics,
 predictions and report as at the end of training, so a model can be checked on new data (a later month, another
-region) without its project.
+region) without its project; with the prediction-set thresholds stored there too, the coverage and size of the
+sets on the new rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kerasls import results
+from kerasls import conformal, results
 from kerasls.data import images
 from kerasls.data.labels import class_indices, label_strings
 from kerasls.data.tabular import read_table
@@ -88,5 +89,6 @@ def _write(export_dir, metadata, data, out, classes, labels, logits, bins, targe
         label_smoothing=metadata.get("label_smoothing"), bins=bins,
         target_accuracy=target_accuracy, export_path=export_dir, row_ids=row_ids,
         title=f"Evaluation of {export_dir} on {Path(data).name}",
+        set_predictor=conformal.SetPredictor.from_json(metadata["conformal"]) if metadata.get("conformal") else None,
     )
     return metrics, out

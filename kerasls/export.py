@@ -7,7 +7,8 @@ never sees a half-written model, and an existing version is never overwritten.
 Signature `serving_default` (the contract users and TF Serving rely on; README "Serving"):
     inputs:  the raw columns by name (rank-1 float32 or string) or `image_bytes`
     outputs: probabilities [N, K] float32 (softmax(logits / T)), class_id int64, class_name string,
-             confidence float32, and logits [N, K] float32 (before temperature, for recalibration)
+             confidence float32, and logits [N, K] float32 (before temperature, for recalibration); with
+             prediction sets (calibration.conformal), prediction_set [N, K] bool and set_size [N] int32
 The export needs only TensorFlow to load: `tf.saved_model.load(path).signatures["serving_default"]`.
 """
 
@@ -23,6 +24,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from kerasls import conformal
 from kerasls.data.images import decode_image
 from kerasls.errors import KeraslsError
 from kerasls.faults import fault_point
@@ -40,7 +42,8 @@ builtins.__import__ = guarded_import
 """
 
 LABELS_FILE = "labels.txt"
-METADATA_FILE = "kerasls.json"  # temperature, classes, label column, label smoothing: read by `kerasls evaluate`
+# temperature, classes, label column, label smoothing, prediction-set thresholds: read by `kerasls evaluate`
+METADATA_FILE = "kerasls.json"
 
 
 @dataclass(frozen=True)
@@ -85,23 +88,45 @@ def next_version(export_root) -> int:
     return max(versions, default=0) + 1
 
 
-def classifier_outputs(logits, temperature, class_names):
-    """The serving outputs from logits: the one place temperature and class names are applied."""
+def classifier_outputs(logits, temperature, class_names, set_predictor=None):
+    """The serving outputs from logits: the one place temperature, class names and prediction sets are applied."""
     logits = tf.cast(logits, tf.float32)
     probabilities = tf.nn.softmax(logits / temperature, axis=-1)
     class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-    return {
+    outputs = {
         "probabilities": probabilities,
         "class_id": class_id,
         "class_name": tf.gather(class_names, class_id),
         "confidence": tf.reduce_max(probabilities, axis=-1),
         "logits": logits,
     }
+    if set_predictor is not None:
+        outputs.update(set_outputs(probabilities, set_predictor, num_classes=class_names.shape[0]))
+    return outputs
 
 
-def export_classifier(export_root, serving: Serving, *, tracked, classes, temperature=1.0, metadata=None) -> Path:
+def set_outputs(probabilities, set_predictor, num_classes):
+    """`prediction_set` bool [N, K] and `set_size` int32 [N]: `conformal.prediction_sets` of the calibrated
+    probabilities at the stored threshold, in the graph (float32, so a row whose score is within float32 rounding of
+    the threshold can differ from the run's float64 sets)."""
+    threshold = tf.constant(set_predictor.threshold, tf.float32)
+    if set_predictor.score == "lac":
+        in_set = 1.0 - probabilities <= threshold
+    else:
+        ordered = tf.sort(probabilities, axis=-1, direction="DESCENDING")
+        penalty = conformal.penalties(num_classes, set_predictor.score, set_predictor.raps_lambda,
+                                      set_predictor.raps_k_reg)
+        by_place = tf.cumsum(ordered, axis=-1, exclusive=True) + tf.constant(penalty, tf.float32)
+        places = tf.maximum(tf.reduce_sum(tf.cast(by_place <= threshold, tf.int32), axis=-1), 1)
+        in_set = probabilities >= tf.gather(ordered, places - 1, axis=-1, batch_dims=1)[:, tf.newaxis]
+    return {"prediction_set": in_set, "set_size": tf.reduce_sum(tf.cast(in_set, tf.int32), axis=-1)}
+
+
+def export_classifier(export_root, serving: Serving, *, tracked, classes, temperature=1.0, set_predictor=None,
+                      metadata=None) -> Path:
     """Write a new version folder serving `serving` (its `input_signature` is a dict of `tf.TensorSpec`, one per
-    raw input); `tracked`: the layers and models its functions use."""
+    raw input); `tracked`: the layers and models its functions use; `set_predictor` (a conformal.SetPredictor):
+    add its prediction sets to the outputs and its thresholds to `assets/kerasls.json`."""
     import keras  # only the writer needs keras; the written export does not
 
     export_root = Path(export_root)
@@ -110,7 +135,7 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
     temperature_tensor = tf.constant(float(temperature), tf.float32)
 
     def endpoint(function):
-        return lambda inputs: classifier_outputs(function(inputs), temperature_tensor, class_names)
+        return lambda inputs: classifier_outputs(function(inputs), temperature_tensor, class_names, set_predictor)
 
     archive = keras.export.ExportArchive()
     for resource in tracked:
@@ -126,6 +151,8 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
         (temp_dir / "assets").mkdir(exist_ok=True)
         (temp_dir / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
         description = {"classes": [str(c) for c in classes], "temperature": float(temperature), **(metadata or {})}
+        if set_predictor is not None:
+            description["conformal"] = set_predictor.to_json()
         (temp_dir / "assets" / METADATA_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         fault_point("export")  # written but not yet renamed: no numbered version may appear
         while True:

@@ -54,6 +54,17 @@ def predict_frame(function, input_specs, classes, frame: pd.DataFrame, batch_siz
     result["confidence"] = confidence
     for index, name in enumerate(classes):
         result[f"prob_{name}"] = probabilities[:, index]
+    return add_set_columns(result, outputs, classes)
+
+
+def add_set_columns(result: pd.DataFrame, outputs: list, classes) -> pd.DataFrame:
+    """`prediction_set` (the set's class names joined by `|`, in class order; empty for an empty set) and `set_size`
+    when the export serves prediction sets."""
+    if not outputs or "prediction_set" not in outputs[0]:
+        return result
+    sets = np.concatenate([o["prediction_set"] for o in outputs])
+    result["prediction_set"] = ["|".join(str(classes[k]) for k in np.flatnonzero(row)) for row in sets]
+    result["set_size"] = np.concatenate([o["set_size"] for o in outputs])
     return result
 
 
@@ -91,9 +102,10 @@ def predict_images(function, classes, inputs, batch_size=64) -> pd.DataFrame:
         "predicted_class": [n.decode("utf-8") for o in outputs for n in o["class_name"]],
         "confidence": np.concatenate([o["confidence"] for o in outputs]),
     })
-    for index, name in enumerate(classes or range(probabilities.shape[1])):
+    classes = classes or [str(i) for i in range(probabilities.shape[1])]
+    for index, name in enumerate(classes):
         result[f"prob_{name}"] = probabilities[:, index]
-    return result
+    return add_set_columns(result, outputs, classes)
 
 
 def _decodes(data: bytes) -> bool:

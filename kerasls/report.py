@@ -290,6 +290,67 @@ def _thresholds_section(thresholds):
             f"<tbody>{body}</tbody></table><p>{sentence}</p>")
 
 
+_SET_RULES = {"lac": "every class whose calibrated probability is at least 1 − q̂",
+              "aps": "the most probable classes, up to and including the one at which their cumulative probability "
+                     "passes q̂",
+              "raps": "the most probable classes, up to and including the one at which their cumulative probability "
+                      "plus λ·(rank − k<sub>reg</sub>)<sup>+</sup> passes q̂"}
+
+
+def _sets_section(sets):
+    """Prediction sets: the coverage table over α, the configured α's singletons and empty sets, the classes that
+    fall short of 1 − α, and the other scores' coverage and mean set size."""
+    if not sets:
+        return ""
+    alpha = sets["alpha"]
+    body = "".join(
+        f"<tr><td>{'<strong>' if row['alpha'] == alpha else ''}{row['alpha']:g}"
+        f"{' (served)</strong>' if row['alpha'] == alpha else ''}</td><td>{_percent(1 - row['alpha'])}</td>"
+        f"<td>{_format(row['threshold'])}</td><td>{_percent(row['set_coverage'])}</td>"
+        f"<td>{_format(row['mean_set_size'], 2)}</td><td>{_percent(row['singleton_share'])}</td>"
+        f"<td>{_percent(row['singleton_accuracy'])}</td><td>{_percent(row['empty_share'])}</td></tr>"
+        for row in sets["table"])
+    parts = ["<h2>Prediction sets</h2>",
+             f'<p class="note">Split conformal prediction with the <code>{sets["score"]}</code> score: a row\'s set '
+             f"holds {_SET_RULES[sets['score']]}, where q̂ is the ⌈(n+1)(1−α)⌉-th smallest conformity score of the "
+             f"n = {sets['calibration_rows']} validation rows (calibrated probabilities, observed classes). For rows "
+             "exchangeable with those, a set holds the true class with probability at least 1 − α (coverage); a "
+             "threshold of — means too few validation rows for that α. The export serves the sets at α = "
+             f"{alpha:g} (<code>prediction_set</code>, <code>set_size</code>).</p>",
+             "<table><thead><tr><th>α</th><th>target 1 − α</th><th>threshold q̂</th><th>coverage</th>"
+             "<th>mean set size</th><th>single class</th><th>its accuracy</th><th>empty</th></tr></thead>"
+             f"<tbody>{body}</tbody></table>",
+             f"<p>At α = {alpha:g}, {_percent(sets['set_coverage'])} of the {sets['n']} rows have their class in the "
+             "set; " + (f"{_percent(sets['singleton_share'])} get a single class, correct on "
+                        f"{_percent(sets['singleton_accuracy'])} of them: rows to handle automatically, as in the "
+                        "automation table above" if sets["singleton_share"] else "no row gets a single class")
+             + (f"; {_percent(sets['empty_share'])} get an empty set (no class likely enough)"
+                if sets["empty_share"] else "") + ".</p>"]
+    if sets.get("in_sample"):
+        parts.append('<p class="note">These are the validation rows the thresholds were fitted on, so the '
+                     "coverage holds by construction; set data.test to measure it on other rows.</p>")
+    below = [(name, sets["classes"][name]) for name in sets["classes_below"]]
+    if below:
+        listed = ", ".join(f"<code>{html.escape(name)}</code> {_percent(row['set_coverage'])} of {row['rows']}"
+                           for name, row in below)
+        parts.append(f"<p>Classes below 1 − α = {_percent(1 - alpha)}: {listed}. The guarantee is on average over "
+                     "rows, not for each class; with few rows a class's coverage also varies by chance (about "
+                     f"±{_percent(math.sqrt(alpha * (1 - alpha) / max(min(r['rows'] for _, r in below), 1)))} "
+                     "at the smallest of these).</p>")
+    else:
+        parts.append(f"<p>Every class reaches 1 − α = {_percent(1 - alpha)}.</p>")
+    others = sets.get("other_scores") or {}
+    if others:
+        head = "".join(f"<th>α = {row['alpha']:g}</th>" for row in sets["table"])
+        rows = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(
+            f"<td>{_percent(row['set_coverage'])} / {_format(row['mean_set_size'], 2)}</td>" for row in table)
+            + "</tr>" for name, table in [(sets["score"], sets["table"]), *others.items()])
+        parts.append('<p class="note">Coverage / mean set size of each score on the same rows (the first is the '
+                     f"one served):</p><table><thead><tr><th>score</th>{head}</tr></thead><tbody>{rows}</tbody>"
+                     "</table>")
+    return "\n".join(parts)
+
+
 def _kept_epoch(history, metrics):
     """The 1-based epoch with the best `epoch_score` in the history (the weights the run kept), or None."""
     score = metrics.get("epoch_score")
@@ -329,6 +390,7 @@ def write_report(run_dir, metrics, history, probs_before, probs_after, labels, c
         "<h2>Reliability diagram</h2>" + embedded("reliability", "reliability diagram before and after temperature"),
         "<h2>Confusion matrix</h2>" + embedded("confusion", "confusion matrix"),
         _thresholds_section(metrics.get("thresholds")),
+        _sets_section(metrics.get("conformal")),
     ]
     document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 f"<title>{html.escape(str(title))}</title><style>{_CSS}</style></head>\n<body>\n"

@@ -6,7 +6,9 @@ Which truth each number uses:
   metrics.json says which; `argmax_ties` counts rows whose argmax was a tie, given to the lowest class index);
 - rows that carry distributions q also get `soft_ce` = H(q, p) and `soft_kl` = KL(q ‖ p), before and after T;
 - T minimises the soft cross-entropy to the validation distributions when the validation rows carry them, else
-  the NLL of the validation rows' observed classes (`calibration.fit_on`; `temperature_fit_on` says which).
+  the NLL of the validation rows' observed classes (`calibration.fit_on`; `temperature_fit_on` says which);
+- prediction sets (`calibration.conformal`, kerasls.conformal) are fitted on the validation rows' calibrated
+  probabilities (after T) and observed classes, and measured on the evaluated rows' observed classes.
 Files are written atomically, `metrics.json` last among the tables, so a reader that finds it finds the rest
 complete.
 """
@@ -14,13 +16,15 @@ complete.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from kerasls import calibration, report
+from kerasls import calibration, conformal, report
 from kerasls.errors import KeraslsError
 from kerasls.fileio import atomic_write_text
 
@@ -57,19 +61,47 @@ class Calibrated:
     eval_split: str
     temperature: float
     fit_on: str
+    set_predictor: Optional[conformal.SetPredictor] = None  # prediction sets (calibration.conformal), or None
 
 
 def calibrate(serving, feed, calibration_config) -> Calibrated:
     """Validation and evaluated logits from `serving.evaluation_function()` (the graph the export serves) over
-    `feed.evaluation_inputs(split)`, and one temperature fitted on the validation rows (`temperature_objective`)."""
+    `feed.evaluation_inputs(split)`, one temperature fitted on the validation rows (`temperature_objective`), and
+    the prediction sets of `calibration.conformal` fitted on the same rows (`fit_prediction_sets`)."""
     logits_fn = serving.evaluation_function()
     val, evaluated = feed.targets("val"), feed.targets(feed.eval_split)
     val_logits = predict_logits(logits_fn, feed.evaluation_inputs("val"))
     fit_on = temperature_objective(calibration_config.fit_on, val.soft)
     temperature = fit_temperature(val_logits, val.observed, enabled=calibration_config.temperature_scaling,
                                   soft_targets=val.distributions if fit_on == "soft" else None)
+    set_predictor = fit_prediction_sets(calibration_config, val_logits, val.observed, temperature)
     eval_logits = predict_logits(logits_fn, feed.evaluation_inputs(feed.eval_split))
-    return Calibrated(val_logits, eval_logits, val, evaluated, feed.eval_split, temperature, fit_on)
+    return Calibrated(val_logits, eval_logits, val, evaluated, feed.eval_split, temperature, fit_on, set_predictor)
+
+
+def check_validation_rows(calibration_config, rows: int) -> None:
+    """A KeraslsError when `rows` validation rows are too few for `calibration.conformal.alpha` (n < 1/α − 1: no
+    finite threshold). train.py calls it once the data are read, so the error comes before training."""
+    settings = calibration_config.conformal
+    if settings is None or rows >= conformal.minimum_rows(settings.alpha):
+        return
+    lowest = math.ceil(10_000 / (rows + 1)) / 10_000  # the least alpha these rows allow, 1/(n + 1), rounded up
+    raise KeraslsError(
+        f"calibration.conformal.alpha={settings.alpha:g} needs at least {conformal.minimum_rows(settings.alpha)} "
+        f"validation rows (n >= 1/alpha - 1), but there are {rows}: give more validation rows (data.val, or a larger "
+        f"data.val_fraction)" + (f", raise calibration.conformal.alpha to {lowest:g} or more" if lowest < 1 else "")
+        + ", or turn prediction sets off with calibration.conformal=null")
+
+
+def fit_prediction_sets(calibration_config, val_logits, val_labels, temperature) -> Optional[conformal.SetPredictor]:
+    """The split-conformal sets of `calibration.conformal` on the validation rows' calibrated probabilities
+    σ(z/T) and observed classes; None when it is off."""
+    settings = calibration_config.conformal
+    if settings is None:
+        return None
+    check_validation_rows(calibration_config, len(val_labels))
+    return conformal.fit(calibration.softmax(val_logits, temperature), np.asarray(val_labels), settings.score,
+                         settings.alpha, settings.raps_lambda, settings.raps_k_reg)
 
 
 def predict_logits(logits_fn, data, batch_size=1024) -> np.ndarray:
@@ -105,6 +137,7 @@ def report_run(run, feed, calibrated: Calibrated, config, export_path=None, epoc
         temperature_scaling=config.calibration.temperature_scaling, temperature_fit_on=calibrated.fit_on,
         row_ids=feed.row_ids(calibrated.eval_split), soft_targets=evaluated.soft_or_none(),
         observed_class=evaluated.observed_class, epoch_score=epoch_score, title=title,
+        set_predictor=calibrated.set_predictor, sets_in_sample=calibrated.eval_split == "val",
     )
 
 
@@ -131,7 +164,8 @@ def prediction_table(classes, labels, logits, temperature, row_ids=None) -> pd.D
 def write_results(run, *, classes, labels, logits, temperature, split, label_smoothing, bins=15,
                   target_accuracy=0.95, export_path=None, validation=None, temperature_scaling=True,
                   row_ids=None, soft_targets=None, observed_class="label", temperature_fit_on="hard",
-                  epoch_score=None, extra_metrics=None, title="kerasls run") -> dict:
+                  epoch_score=None, extra_metrics=None, title="kerasls run", set_predictor=None,
+                  sets_in_sample=False) -> dict:
     """Metrics on (`labels`, `logits`) (see the module docstring).
 
     `validation=(val_logits, val_labels[, val_soft_targets])` adds `val_accuracy`, `val_nll`, `val_nll_calibrated`
@@ -139,6 +173,8 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     sweep` ranks ε by (`val_soft_ce_calibrated` when the validation rows carry distributions, else
     `val_nll_calibrated`). `soft_targets`: the evaluated rows' distributions, or None. `observed_class`: "label" or
     "argmax" (where `labels` came from). `epoch_score`: the history column that picked the best epoch.
+    `set_predictor` (a conformal.SetPredictor) adds `conformal`: its report on these rows' calibrated probabilities;
+    `sets_in_sample`: these rows are the ones it was fitted on.
     """
     labels = np.asarray(labels)
     metrics = {"classes": list(classes), "split": split}
@@ -167,6 +203,9 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     metrics["export_path"] = str(export_path) if export_path is not None else None
     if soft_targets is not None:  # the evaluated rows carry label distributions: compare to them too
         metrics.update(soft_metrics(logits, soft_targets, temperature))
+    if set_predictor is not None:
+        metrics["conformal"] = set_predictor.report(calibration.softmax(logits, temperature), labels, classes,
+                                                    in_sample=sets_in_sample)
     metrics.update(extra_metrics or {})
 
     table = prediction_table(classes, labels, logits, temperature, row_ids)
@@ -182,14 +221,21 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
 
 def metrics_from_predictions(run_folder) -> dict:
     """`n`, `accuracy` and `nll` recomputed from a run's predictions.csv alone (its `label` and `prob_<class>`
-    columns), to check metrics.json against the per-row predictions it was computed from."""
+    columns), to check metrics.json against the per-row predictions it was computed from; with prediction sets,
+    also their `set_summary` from the `calibrated_prob_<class>` columns and the thresholds in metrics.json."""
     run_folder = Path(run_folder)
-    classes = json.loads((run_folder / "metrics.json").read_text(encoding="utf-8"))["classes"]
+    metrics = json.loads((run_folder / "metrics.json").read_text(encoding="utf-8"))
+    classes = metrics["classes"]
     rows = pd.read_csv(run_folder / "predictions.csv", dtype={"label": str}, keep_default_na=False)
     probabilities = rows[[f"prob_{name}" for name in classes]].to_numpy()
     observed = rows["label"].map({name: k for k, name in enumerate(classes)}).to_numpy()
-    return {"n": len(rows), "accuracy": float((probabilities.argmax(axis=1) == observed).mean()),
-            "nll": calibration.negative_log_likelihood(probabilities, observed)}
+    result = {"n": len(rows), "accuracy": float((probabilities.argmax(axis=1) == observed).mean()),
+              "nll": calibration.negative_log_likelihood(probabilities, observed)}
+    if metrics.get("conformal"):
+        calibrated = rows[[f"calibrated_prob_{name}" for name in classes]].to_numpy()
+        sets = conformal.SetPredictor.from_json(metrics["conformal"]).sets(calibrated)
+        result.update(conformal.set_summary(sets, observed))
+    return result
 
 
 def temperature_note(metrics: dict) -> str:
@@ -215,7 +261,19 @@ def headline(metrics: dict) -> str:
         f"T={metrics['temperature']:.3f} -> nll={metrics['nll_calibrated']:.4f} ece={metrics['ece_calibrated']:.4f}"
     )
     notes = [temperature_note(metrics), chance_note(metrics)]
-    return "\n".join([line, *(f"note: {note}" for note in notes if note)])
+    return "\n".join([line, *sets_line(metrics), *(f"note: {note}" for note in notes if note)])
+
+
+def sets_line(metrics: dict) -> list:
+    """The prediction sets' line of the console summary ([] without them)."""
+    sets = metrics.get("conformal")
+    if not sets:
+        return []
+    accuracy = sets["singleton_accuracy"]
+    return [f"prediction sets {sets['score']} alpha={sets['alpha']:g}: coverage={sets['set_coverage']:.4f}  "
+            f"mean size={sets['mean_set_size']:.2f}  singletons={sets['singleton_share']:.1%}"
+            + (f" (accuracy {accuracy:.4f})" if accuracy is not None else "")
+            + (f"  empty={sets['empty_share']:.1%}" if sets["empty_share"] else "")]
 
 
 def chance_note(metrics: dict) -> str:

@@ -41,6 +41,13 @@ def test_run_folder_matches_the_contract(trained_project):
     assert Path(metrics["export_path"]) == run / "export" / "1"
     report = (run / "report.html").read_text()
     assert "data:image/png;base64," in report and "https://" not in report
+    # prediction sets on by default (calibration.conformal: lac, alpha 0.1), fitted on the 400 validation rows
+    sets = metrics["conformal"]
+    assert sets["score"] == "lac" and sets["alpha"] == 0.1 and sets["calibration_rows"] == 400
+    assert sets["n"] == 63 and not sets["in_sample"] and set(sets["classes"]) == set(metrics["classes"])
+    assert [row["alpha"] for row in sets["table"]] == [0.01, 0.05, 0.1, 0.2]
+    assert all(row["threshold"] is not None and 0 <= row["set_coverage"] <= 1 for row in sets["table"])
+    assert 1 <= sets["mean_set_size"] <= 3 and "<h2>Prediction sets</h2>" in report
 
 
 def test_predictions_csv_agrees_with_metrics(trained_project):
@@ -79,6 +86,11 @@ def test_export_serves_raw_rows_without_keras_and_matches_training_process(train
     np.testing.assert_allclose(softmax / softmax.sum(1, keepdims=True), uncalibrated, atol=1e-5)
     labels = (trained_project.run / "export" / "1" / "assets" / "labels.txt").read_text().splitlines()
     assert labels == classes
+    # the served prediction sets are the run's (a score within float32 rounding of the threshold may differ)
+    sets, threshold = np.array(served["prediction_set"]), trained_project.metrics["conformal"]["threshold"]
+    assert sets.dtype == bool and served["set_size"] == sets.sum(1).tolist()
+    clear = np.abs(1.0 - expected - threshold).min(axis=1) > 1e-5
+    np.testing.assert_array_equal(sets[clear], (1.0 - expected <= threshold)[clear])
 
 
 def test_kerasls_predict_writes_rows_with_class_and_probabilities(trained_project, tmp_path):
@@ -89,8 +101,11 @@ def test_kerasls_predict_writes_rows_with_class_and_probabilities(trained_projec
     written = pd.read_csv(out, keep_default_na=False)
     rows = pd.read_csv(trained_project.eval_rows, keep_default_na=False)
     classes = trained_project.metrics["classes"]
-    assert list(written.columns) == [*rows.columns, "predicted_class", "confidence", *[f"prob_{c}" for c in classes]]
+    assert list(written.columns) == [*rows.columns, "predicted_class", "confidence", *[f"prob_{c}" for c in classes],
+                                     "prediction_set", "set_size"]
     assert written["search_query"].tolist() == rows["search_query"].tolist()
+    named = [set(text.split("|")) - {""} for text in written["prediction_set"]]
+    assert [len(names) for names in named] == written["set_size"].tolist() and set().union(*named) <= set(classes)
     predictions = pd.read_csv(trained_project.run / "predictions.csv")
     expected = predictions[[f"calibrated_prob_{c}" for c in classes]].to_numpy()
     assert np.abs(written[[f"prob_{c}" for c in classes]].to_numpy() - expected).max() < 1e-5
@@ -116,6 +131,7 @@ def test_saved_model_cli_runs_the_export(trained_project):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "probabilities" in result.stdout and "class_name" in result.stdout
+    assert "prediction_set" in result.stdout and "set_size" in result.stdout
 
 
 def test_a_second_export_gets_the_next_version(trained_project):
@@ -132,6 +148,8 @@ def test_a_second_export_gets_the_next_version(trained_project):
         (["data.label=missing"], "label column 'missing' not found"),
         (["data.train=nowhere.csv"], "train file not found"),
         (["--config", "nope.yaml"], "nope.yaml: config file not found"),
+        (["calibration.conformal.alpha=0.001"], "alpha=0.001 needs at least 999 validation rows (n >= 1/alpha - 1), "
+                                                "but there are 400"),
     ],
 )
 def test_train_bad_input_is_one_line_without_traceback(trained_project, args, expected):

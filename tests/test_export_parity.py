@@ -1,14 +1,15 @@
 """Served equals evaluated: the logits a run computes its metrics and temperature from are the logits its export
 serves, to float32 rounding (1e-5), under float32, mixed_bfloat16 and mixed_float16, for both templates' serving
-graphs. The run evaluates through `Serving.evaluation_function()`, the traced graph the export writes; calling
-the model eagerly instead rounds low-precision intermediates op by op, which a CPU with native bfloat16 (or a
-GPU) fuses differently in the graph (measured: 4e-3 in probabilities), so this test fails on such hardware
-when the run evaluates eagerly.
+graphs; and the prediction sets it serves are the sets the run measured. The run evaluates through
+`Serving.evaluation_function()`, the traced graph the export writes; calling the model eagerly instead rounds
+low-precision intermediates op by op, which a CPU with native bfloat16 (or a GPU) fuses differently in the graph
+(measured: 4e-3 in probabilities), so this test fails on such hardware when the run evaluates eagerly.
 
 No training: the models keep their seeded initial weights, scaled up so logits span several units and the
 hidden activations are far from zero (where bfloat16 rounding is visible).
 """
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,10 +19,10 @@ import pytest
 import tensorflow as tf
 from conftest import tabular_build_model
 
-from kerasls import results, training
+from kerasls import calibration, conformal, results, training
 from kerasls.config import TextConfig
 from kerasls.data.images import ImageSet, make_image_dataset
-from kerasls.export import export_classifier, image_serving, tabular_serving
+from kerasls.export import METADATA_FILE, export_classifier, image_serving, tabular_serving
 from kerasls.preprocessing import TabularPreprocessor
 
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
@@ -79,6 +80,42 @@ def test_tabular_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
     np.testing.assert_allclose(outputs["logits"], evaluated, atol=1e-5, rtol=0)
     expected = tf.nn.softmax(evaluated / TEMPERATURE).numpy()
     np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5, rtol=0)
+    assert "prediction_set" not in outputs and "set_size" not in outputs  # no sets unless given
+
+
+@pytest.mark.parametrize("score", conformal.SCORES)
+def test_export_serves_the_prediction_sets_the_run_measured(score, tmp_path):
+    """Sets fitted on calibrated probabilities of held-out rows, then served by the graph for other rows: equal to
+    `SetPredictor.sets` in process, but for a row with a class whose score is within float32 rounding of the
+    threshold (the graph computes in float32, the run in float64)."""
+    training.set_seeds(3)
+    columns = raw_columns(rows=700, seed=3)
+    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"], text_max_tokens=50)
+    preprocessor.adapt({name: values[:200] for name, values in columns.items()})
+    model = tabular_build_model()(preprocessor.output_dim, 5, SimpleNamespace(hidden_units=[32], dropout=0.0))
+    scale_weights(model, 2.0)
+    serving = tabular_serving(model, preprocessor)
+    logits = results.predict_logits(serving.evaluation_function(), {name: values[200:] for name, values in
+                                                                     columns.items()}, batch_size=128)
+    probabilities = calibration.softmax(logits, TEMPERATURE)
+    labels = np.random.default_rng(3).integers(0, 5, len(logits))  # any classes: parity, not accuracy
+    predictor = conformal.fit(probabilities[:200], labels[:200], score=score, alpha=0.2, raps_lambda=0.05)
+    path = export_classifier(tmp_path / "export", serving, tracked=[preprocessor, model], classes=list("abcde"),
+                             temperature=TEMPERATURE, set_predictor=predictor)
+    served = load_export(path).signatures["serving_default"](
+        **{name: tf.constant(values[400:]) for name, values in columns.items()})
+    expected = predictor.sets(probabilities[200:])
+    sets, sizes = served["prediction_set"].numpy(), served["set_size"].numpy()
+    assert sets.dtype == bool and sizes.dtype == np.int32 and sets.shape == expected.shape
+    np.testing.assert_array_equal(sizes, sets.sum(axis=1))
+    near = np.zeros(len(expected), bool)
+    for k in range(5):
+        class_scores = conformal.conformity_scores(probabilities[200:], np.full(len(expected), k), score, 0.05)
+        near |= np.abs(class_scores - predictor.threshold) < 1e-5
+    assert near.sum() <= 2 and 1 < expected.sum(axis=1).mean() < 5  # sets of several sizes, rarely a close call
+    np.testing.assert_array_equal(sets[~near], expected[~near])
+    stored = json.loads((path / "assets" / METADATA_FILE).read_text())["conformal"]
+    assert conformal.SetPredictor.from_json(stored) == predictor
 
 
 @pytest.mark.parametrize("policy", POLICIES)

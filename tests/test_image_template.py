@@ -26,6 +26,7 @@ images = tf.stack([tf.image.resize(tf.io.decode_image(e, channels=3, expand_anim
 by_tensor = loaded.signatures["serving_tensor"](images=images)
 print(json.dumps({"bytes": by_bytes["probabilities"].numpy().tolist(),
                   "names": [n.decode() for n in by_bytes["class_name"].numpy()],
+                  "sets": by_bytes["prediction_set"].numpy().tolist(),
                   "tensor": by_tensor["probabilities"].numpy().tolist()}))
 """
 
@@ -71,6 +72,9 @@ def test_export_serves_image_bytes_and_tensors_without_keras(image_run, tmp_path
     assert np.abs(np.array(served["tensor"])[:len(paths)] - expected).max() < 1e-4
     np.testing.assert_allclose(by_bytes.sum(axis=1), 1.0, atol=1e-5)
     assert served["names"][:len(paths)] == [metrics["classes"][i] for i in expected.argmax(1)]
+    sets, threshold = np.array(served["sets"])[:len(paths)], metrics["conformal"]["threshold"]  # lac by default
+    clear = np.abs(1.0 - expected - threshold).min(axis=1) > 1e-4
+    np.testing.assert_array_equal(sets[clear], (1.0 - expected <= threshold)[clear])
 
 
 def test_kerasls_predict_on_files_and_a_folder(image_run, tmp_path):
@@ -85,7 +89,7 @@ def test_kerasls_predict_on_files_and_a_folder(image_run, tmp_path):
     written = pd.read_csv(out)
     assert len(written) == 1 + len(list(folder.iterdir()))
     assert list(written.columns) == ["path", "predicted_class", "confidence",
-                                     *[f"prob_{c}" for c in metrics["classes"]]]
+                                     *[f"prob_{c}" for c in metrics["classes"]], "prediction_set", "set_size"]
     predictions = pd.read_csv(run / "predictions.csv").set_index("path")
     row = predictions.loc[str(one_file)]
     assert written.loc[0, "prob_circle"] == pytest.approx(row["calibrated_prob_circle"], abs=1e-4)
@@ -216,6 +220,8 @@ def test_kerasls_evaluate_takes_a_class_folder_tree_or_a_manifest_for_an_image_e
         assert evaluated["n"] == metrics["n"] == len(rows)
         for key in ("accuracy", "nll", "ece", "nll_calibrated"):
             assert evaluated[key] == pytest.approx(metrics[key], abs=1e-5), key
+        for key in ("set_coverage", "mean_set_size", "singleton_share"):  # the export's stored thresholds
+            assert evaluated["conformal"][key] == pytest.approx(metrics["conformal"][key], abs=1e-9), key
     assert "path" in pd.read_csv(out / "predictions.csv").columns
 
 

@@ -1,6 +1,7 @@
 """Tests for kerasls.report: a self-contained report.html with embedded plots, written from small random data."""
 
 import base64
+import html
 import io
 import re
 
@@ -157,3 +158,62 @@ def test_metrics_from_predictions_recomputes_accuracy_and_nll(tmp_path):
     assert recomputed["accuracy"] == pytest.approx(written["accuracy"], abs=1e-12)
     assert recomputed["nll"] == pytest.approx(written["nll"], abs=1e-6)
     assert json.loads((tmp_path / "metrics.json").read_text())["classes"] == classes
+
+
+def test_prediction_sets_in_metrics_json_report_headline_and_predictions(tmp_path):
+    """Sets fitted on validation rows, measured on other rows: metrics.json's `conformal`, the report section next to
+    the automation table, the console line, and the same numbers recomputed from predictions.csv."""
+    import json
+
+    from kerasls import conformal, results
+    from kerasls.run import RunFolder
+
+    _, val_before, _, val_labels = make_run(num_classes=5, n=400, seed=5)
+    _, before, _, labels = make_run(num_classes=5, n=300, seed=6)
+    temperature = 1.3
+    predictor = conformal.fit(calibration.softmax(np.log(val_before), temperature), val_labels, "lac", 0.1)
+    classes = ["a", "b", "c", "d", "<e>"]
+    metrics = results.write_results(RunFolder(tmp_path), classes=classes, labels=labels, logits=np.log(before),
+                                    temperature=temperature, split="test", label_smoothing=0.1,
+                                    set_predictor=predictor)
+    sets = json.loads((tmp_path / "metrics.json").read_text())["conformal"]
+    assert sets == metrics["conformal"] and sets["score"] == "lac" and sets["alpha"] == 0.1 and sets["n"] == 300
+    assert [row["alpha"] for row in sets["table"]] == [0.01, 0.05, 0.1, 0.2]
+    assert sets["calibration_rows"] == 400 and not sets["in_sample"] and set(sets["other_scores"]) == {"aps", "raps"}
+    expected = predictor.sets(calibration.softmax(np.log(before), temperature))
+    assert sets["set_coverage"] == pytest.approx(expected[np.arange(300), labels].mean(), abs=1e-12)
+    assert sets["mean_set_size"] == pytest.approx(expected.sum(axis=1).mean(), abs=1e-12)
+    assert set(sets["classes"]) == set(classes)
+    assert sets["classes_below"] == [name for name in classes if sets["classes"][name]["set_coverage"] < 0.9]
+
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert text.index("<h2>Automation rate</h2>") < text.index("<h2>Prediction sets</h2>")
+    for row in sets["table"]:
+        assert f"<td>{100 * row['set_coverage']:.1f}%</td><td>{row['mean_set_size']:.2f}</td>" in text
+    assert "<strong>0.1 (served)</strong>" in text and "n = 400 validation rows" in text
+    for name in sets["classes_below"]:
+        assert f"<code>{html.escape(name)}</code> {100 * sets['classes'][name]['set_coverage']:.1f}% of" in text
+    line = results.headline(metrics).splitlines()[1]
+    assert line.startswith(f"prediction sets lac alpha=0.1: coverage={sets['set_coverage']:.4f}  mean size=")
+
+    recomputed = results.metrics_from_predictions(tmp_path)
+    for key in conformal.SUMMARY_KEYS:
+        assert recomputed[key] == pytest.approx(sets[key], abs=1e-12), key
+
+
+def test_too_few_validation_rows_for_alpha_is_one_error_naming_the_key_the_rows_and_the_fix():
+    from kerasls import results
+    from kerasls.config import CalibrationConfig
+    from kerasls.errors import KeraslsError
+
+    settings = CalibrationConfig(conformal={"alpha": 0.01})
+    results.check_validation_rows(settings, 99)
+    with pytest.raises(KeraslsError) as error:
+        results.check_validation_rows(settings, 60)
+    assert str(error.value) == (
+        "calibration.conformal.alpha=0.01 needs at least 99 validation rows (n >= 1/alpha - 1), but there are 60: "
+        "give more validation rows (data.val, or a larger data.val_fraction), raise calibration.conformal.alpha to "
+        "0.0164 or more, or turn prediction sets off with calibration.conformal=null")
+    results.check_validation_rows(CalibrationConfig(conformal=None), 3)
+    with pytest.raises(KeraslsError, match="calibration.conformal.alpha=0.1 needs at least 9"):
+        results.fit_prediction_sets(CalibrationConfig(), np.zeros((5, 3)), np.zeros(5, np.int64), 1.0)

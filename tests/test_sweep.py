@@ -104,6 +104,10 @@ def test_evaluate_reproduces_the_training_metrics(trained_project, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("n", "accuracy", "nll", "ece", "mce", "brier", "temperature", "nll_calibrated", "ece_calibrated"):
         assert metrics[key] == pytest.approx(trained_project.metrics[key], abs=1e-5), key
+    sets, trained_sets = metrics["conformal"], trained_project.metrics["conformal"]  # the export's thresholds
+    assert sets["thresholds"] == trained_sets["thresholds"] and sets["classes_below"] == trained_sets["classes_below"]
+    for key in ("set_coverage", "mean_set_size", "singleton_share"):
+        assert sets[key] == pytest.approx(trained_sets[key], abs=1e-9), key
     assert metrics["label_smoothing"] == 0.1
     assert (out / "report.html").is_file() and (out / "predictions.csv").is_file()
     again = subprocess.run([sys.executable, "-m", "kerasls.cli", "evaluate", str(trained_project.run / "export"),

@@ -43,6 +43,7 @@ def main(argv):
     # are never augmented or mixed.
     feed = ImageFeed(config)
     print(feed.summary())
+    results.check_validation_rows(config.calibration, feed.rows["val"])  # enough for calibration.conformal.alpha
     run_folder = run.start_run(config, command_line)  # the data checked out: runs/<name>/ with the config
     guardrails.warn(config.targets, config.augment)
     batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
@@ -92,22 +93,26 @@ def main(argv):
     # The graph the export will serve, traced once; validation and test logits come from it, so the temperature
     # and the metrics describe exactly what is served, also under mixed precision. One temperature T minimises
     # the NLL of the validation images' observed classes, or the soft cross-entropy to their distributions when
-    # they carry them (calibration.fit_on).
+    # they carry them (calibration.fit_on). Then the prediction sets (calibration.conformal): a threshold on the
+    # validation images' calibrated probabilities such that an image's set of classes holds its true class for at
+    # least 1 - alpha of new images (split conformal prediction).
     serving = feed.serving(model)
     calibrated = results.calibrate(serving, feed, config.calibration)
 
     # ## Export
     # A SavedModel whose `serving_default` takes encoded image bytes (decoded and resized in the graph, as in
-    # training) and returns calibrated probabilities and class names; `serving_tensor` takes float images.
+    # training) and returns calibrated probabilities, class names and the prediction set; `serving_tensor` takes
+    # float images.
     export_path = None
     if config.export.enabled:
         export_path = export_classifier(run_folder.export_root, serving, tracked=feed.tracked(model),
                                         classes=feed.classes, temperature=calibrated.temperature,
+                                        set_predictor=calibrated.set_predictor,
                                         metadata={"label_smoothing": config.targets.label_smoothing})
         print(f"export: {export_path}")
 
     # ## Report
-    # metrics.json, predictions.csv (one row per image, with its path), report.html.
+    # metrics.json, predictions.csv (one row per image, with its path), report.html (with the prediction sets).
     metrics = results.report_run(run_folder, feed, calibrated, config, export_path, epoch_score,
                                  title="{{ cookiecutter.project_name }}")
     print(results.headline(metrics))

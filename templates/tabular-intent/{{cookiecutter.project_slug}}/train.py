@@ -44,6 +44,7 @@ def main(argv):
     # files are read in chunks, never whole (kerasls.data.streaming says what else differs).
     feed = TableFeed(config)
     print(feed.summary())
+    results.check_validation_rows(config.calibration, feed.rows["val"])  # enough for calibration.conformal.alpha
     run_folder = run.start_run(config, command_line)  # the data checked out: runs/<name>/ with the config
     guardrails.warn(config.targets)
     batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
@@ -80,26 +81,29 @@ def main(argv):
     # validation and test logits come from it, so the temperature and the metrics describe exactly what is
     # served, also under mixed precision. One temperature T divides the logits (it never changes the predicted
     # class): it minimises the NLL of the validation rows' observed classes (Guo et al. 2017), or the soft
-    # cross-entropy to their distributions when they carry them (calibration.fit_on).
+    # cross-entropy to their distributions when they carry them (calibration.fit_on). Then the prediction sets
+    # (calibration.conformal): a threshold on the validation rows' calibrated probabilities such that a row's set
+    # of intents holds its true intent for at least 1 - alpha of new rows (split conformal prediction).
     serving = feed.serving(model)
     calibrated = results.calibrate(serving, feed, config.calibration)
 
     # ## Export
-    # A SavedModel that takes the raw columns by name and returns calibrated probabilities and class names:
-    # preprocessing, model and temperature in one graph, loadable by TF Serving without Keras.
+    # A SavedModel that takes the raw columns by name and returns calibrated probabilities, class names and the
+    # prediction set: preprocessing, model, temperature and set threshold in one graph, loadable by TF Serving
+    # without Keras.
     export_path = None
     if config.export.enabled:
         export_path = export_classifier(
             run_folder.export_root, serving, tracked=feed.tracked(model), classes=feed.classes,
-            temperature=calibrated.temperature,
+            temperature=calibrated.temperature, set_predictor=calibrated.set_predictor,
             metadata={"label": config.data.label, "label_smoothing": config.targets.label_smoothing},
         )
         print(f"export: {export_path}")
 
     # ## Report
-    # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate), all
-    # against the observed classes of the test split (or validation); `kerasls sweep` ranks ε by the validation
-    # score after T.
+    # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate,
+    # prediction sets), all against the observed classes of the test split (or validation); `kerasls sweep` ranks
+    # ε by the validation score after T.
     metrics = results.report_run(run_folder, feed, calibrated, config, export_path, epoch_score,
                                  title="{{ cookiecutter.project_name }}")
     print(results.headline(metrics))
