@@ -90,7 +90,8 @@ def test_export_serves_the_prediction_sets_the_run_measured(score, tmp_path):
     threshold (the graph computes in float32, the run in float64)."""
     training.set_seeds(3)
     columns = raw_columns(rows=700, seed=3)
-    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"], text_max_tokens=50)
+    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"],
+                                       text_settings=TextConfig(max_tokens=50))
     preprocessor.adapt({name: values[:200] for name, values in columns.items()})
     model = tabular_build_model()(preprocessor.output_dim, 5, SimpleNamespace(hidden_units=[32], dropout=0.0))
     scale_weights(model, 2.0)
