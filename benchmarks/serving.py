@@ -17,7 +17,10 @@ in; preprocessing, model, temperature and class names in one graph), loads the e
       (d) - (e) is what the export pays for taking raw columns by name; (a) - (d) is its graph work;
   (f) the peer export a keras-io reader builds: keras `FeatureSpace` (float_normalized, string_categorical
       one-hot, TF-IDF `TextVectorization` reshaped for keras#22522, as in `tabular_pipeline.py`) + an MLP of the
-      same shape, saved with `tf.saved_model.save` as a signature on the same raw columns (probabilities out).
+      same shape, saved with `tf.saved_model.save` as a signature on the same raw columns (probabilities out);
+  (g), (h) the export's preprocessing alone, a `tf.function` of `TabularPreprocessor` on the raw columns: with the
+      template's text settings (word 1-2-grams and char_wb 2-5-grams) and with word unigrams only, so the share of
+      string work in (a) shows with the n-grams on and off.
 
 Single-row latency: `--rounds` rounds, each `--calls` calls of (a), (b), (d), (e) in turn (the order rotated
 call by call), then one call of (c); every call is timed on its own (p50 and p99 over all calls; outputs are
@@ -46,6 +49,8 @@ import numpy as np  # noqa: E402
 from tabular_pipeline import feature_space, project_config, render_project  # noqa: E402
 
 PEER = "(f) peer: keras FeatureSpace + the same MLP, a SavedModel on raw columns"
+PREPROCESS = "(g) the export's preprocessing alone (text: word 1-2 + char_wb 2-5 n-grams, the default)"
+PREPROCESS_UNIGRAMS = "(h) the same preprocessing with n-grams off (text: word unigrams)"
 
 
 def timed(function):
@@ -72,7 +77,9 @@ def main(argv=None):
     import tensorflow as tf
 
     from kerasls import training
+    from kerasls.config import TextConfig
     from kerasls.export import export_classifier
+    from kerasls.preprocessing import TabularPreprocessor
     from kerasls.table_feed import TableFeed
 
     with tempfile.TemporaryDirectory() as temp:
@@ -106,6 +113,14 @@ def main(argv=None):
             return {name: tf.constant(np.asarray(raw[name][:stop]), dtype=specs[name].dtype) for name in raw}
 
         encoded = preprocessor.encode(raw)
+        # The export's preprocessing alone (raw columns -> encoded rows), with the text settings of the template
+        # (word 1-2-grams + char_wb 2-5-grams) and with n-grams off (word unigrams): its share of the export's time.
+        unigram_preprocessor = TabularPreprocessor(features.numeric, features.categorical, features.text,
+                                                   text_settings=TextConfig(ngrams=1, char_ngrams=None))
+        unigram_preprocessor.adapt(feed.raw_columns("train"))
+        preprocess = tf.function(lambda inputs: preprocessor(inputs), input_signature=[preprocessor.input_signature()])
+        preprocess_unigrams = tf.function(lambda inputs: unigram_preprocessor(inputs),
+                                          input_signature=[preprocessor.input_signature()])
         bare = tf.function(lambda x: model(x, training=False),
                            input_signature=[tf.TensorSpec([None, preprocessor.output_dim], tf.float32)])
         one_raw, batch_raw = raw_tensors(1), raw_tensors(args.batch)
@@ -158,6 +173,8 @@ def main(argv=None):
             "(e) call floor of (b): a tf.function of one tensor that returns zeros":
                 lambda: floor_module.encoded(one_encoded).numpy(),
             PEER: lambda: peer(**one_raw)["probabilities"].numpy(),
+            PREPROCESS: lambda: preprocess(one_raw).numpy(),
+            PREPROCESS_UNIGRAMS: lambda: preprocess_unigrams(one_raw).numpy(),
         }
         batched = {
             "(a) export: serving_default on raw columns": lambda: serve(**batch_raw)["probabilities"].numpy(),
@@ -169,6 +186,8 @@ def main(argv=None):
             "(e) call floor of (b): a tf.function of one tensor that returns zeros":
                 lambda: floor_module.encoded(batch_encoded).numpy(),
             PEER: lambda: peer(**batch_raw)["probabilities"].numpy(),
+            PREPROCESS: lambda: preprocess(batch_raw).numpy(),
+            PREPROCESS_UNIGRAMS: lambda: preprocess_unigrams(batch_raw).numpy(),
         }
         for function in [*single.values(), *batched.values()]:  # warm-up: tracing, predict_function
             for _ in range(5):
@@ -218,6 +237,10 @@ def main(argv=None):
     print(f"\nabove their call floors, one row p50: export {p50[export_name] - p50[floor_raw]:.3f} ms, bare model "
           f"{p50[bare_name] - p50[floor_encoded]:.3f} ms (ratio {work:.2f}); the export's extra work is the "
           "preprocessing (string lookups, TF-IDF) and the outputs (softmax(z/T), class name)")
+    print(f"preprocessing share of the export's one-row p50: {p50[PREPROCESS] / p50[export_name]:.0%} with n-grams, "
+          f"{p50[PREPROCESS_UNIGRAMS] / p50[export_name]:.0%} with word unigrams; of its batch {args.batch} time: "
+          f"{rows_per_second[export_name] / rows_per_second[PREPROCESS]:.0%} and "
+          f"{rows_per_second[export_name] / rows_per_second[PREPROCESS_UNIGRAMS]:.0%}")
     print(f"export / bare model, one row p50 = {over_bare:.2f} (target <= 1.5): "
           f"{'PASS' if over_bare <= 1.5 else 'MISS'}")
     print(f"export / bare model, batch {args.batch} time = {over_bare_batch:.2f} (target <= 1.5): "

@@ -60,6 +60,36 @@ def test_serving_prints_every_method_and_the_three_targets():
     rows = " ".join(table_rows(stdout))
     for method in ("(a) export: serving_default on raw columns", "(b) bare model: tf.function on encoded rows",
                    "(c) model.predict on encoded rows", "(d) call floor of (a)", "(e) call floor of (b)",
-                   "(f) peer: keras FeatureSpace"):
+                   "(f) peer: keras FeatureSpace", "(g) the export's preprocessing alone",
+                   "(h) the same preprocessing with n-grams off"):
         assert method in rows, rows
     assert len(verdicts(stdout)) == 5, stdout
+    assert "preprocessing share of the export's one-row p50" in stdout
+
+
+@pytest.mark.slow
+def test_text_peer_trains_both_systems_and_prints_accuracy_time_and_sets(tmp_path):
+    """A tiny text-intent table (3 intents, keyword-bearing messages), 2 epochs: the tables, not the numbers."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    words = {"refund": ["refund", "money back", "return"], "card": ["card", "lost card", "pin"],
+             "transfer": ["transfer", "send money", "wire"]}
+    filler = ["please", "my", "the", "why", "help", "today", "now", "is"]
+
+    def table(rows):
+        intents = rng.choice(list(words), rows)
+        text = [" ".join([*rng.choice(filler, 3), rng.choice(words[intent])]) for intent in intents]
+        return pd.DataFrame({"text": text, "category": intents})
+
+    table(400).to_csv(tmp_path / "train.csv", index=False)
+    table(150).to_csv(tmp_path / "test.csv", index=False)
+    (tmp_path / "config.yaml").write_text(
+        "data: {train: train.csv, test: test.csv, label: category, features: {text: [text]}, "
+        "text: {max_tokens: 500}}\ntraining: {epochs: 2, batch_size: 64}\n")
+    stdout = run_script("text_peer.py", "--config", str(tmp_path / "config.yaml"), "--seeds", "1")
+    rows = [row for row in table_rows(stdout) if row not in ("system", "prediction sets")]
+    assert rows[0].startswith("scikit-learn word 1-2 + char_wb 2-5") and rows[1].startswith("kerasls `config.yaml`")
+    assert len(re.findall(r"^target .*: (met|MISSED)", stdout, re.M)) == 3, stdout
+    assert any(row.startswith("kerasls seed 1") for row in rows) and any(row.startswith("MAPIE") for row in rows)
