@@ -59,7 +59,7 @@ class TabularPreprocessor(keras.layers.Layer):
         for name, counter in self.text_counters().items():
             counter.update(columns[name])
             counter.finish()
-        self._adapted = True
+        self._adapted = self.built = True  # built: encode() calls the traced `call`, never __call__
         return self
 
     def set_numeric_statistics(self, median, mean, std):
@@ -80,7 +80,7 @@ class TabularPreprocessor(keras.layers.Layer):
         return {name: TextVocabularyCounter(vectorizer) for name, vectorizer in self.vectorizers.items()}
 
     def mark_adapted(self):
-        self._adapted = True
+        self._adapted = self.built = True  # built: encode() calls the traced `call`, never __call__
         return self
 
     @property
