@@ -8,8 +8,8 @@ The peer is what a scikit-learn user writes first for short-text intents::
 
 fitted on the whole training file. kerasls is `python train.py --config CONFIG` of a tabular-intent project
 rendered from the template (default config: `examples/banking77.yaml`), once per `--seeds` value: it trains on
-80% of the training file (the other 20% is its validation split: early stopping, temperature T, conformal
-thresholds), so it sees a fifth fewer training rows than the peer. Both are scored on the test file:
+the training file less its validation split (`data.val_fraction`, 10% in that config: early stopping,
+temperature T, conformal thresholds), so it sees fewer training rows than the peer. Both are scored on the test file:
 
 - accuracy and NLL (kerasls after T, as its export serves);
 - training wall time: for the peer, fitting the vectorizers and the classifier; for kerasls, the whole
@@ -177,7 +177,8 @@ def main():
         serve = tf.saved_model.load(str(runs[0]["export"])).signatures["serving_default"]
         speed = timed_predictions(peer, serve, test.text.to_numpy(dtype=object))
 
-    print(f"{args.config.name}: train {len(train)} rows (kerasls: 80% of them), test {len(test)} rows; "
+    kept = 1 - config.data.val_fraction if not config.data.val else 1
+    print(f"{args.config.name}: train {len(train)} rows (kerasls trains on {kept:.0%} of them), test {len(test)} rows; "
           f"kerasls seeds {args.seeds}; overrides {args.overrides or 'none'}\n")
     print("| system | accuracy | NLL | training wall time (s) | one-row p50 (ms) | batch-1024 rows/s |")
     print("|---|---:|---:|---:|---:|---:|")
