@@ -24,7 +24,7 @@ demo: $(BIN)/.installed
 	@run=$$(tail -n 1 demo/.last_train.log | sed 's/^run: //'); \
 	echo; echo "served by $$run/export (keras-free SavedModel):"; \
 	$(BIN)/kerasls predict "$$run/export" demo/one_row.csv; \
-	echo; echo "headline metrics:"; grep -E '^(test|val) n=|^note: ' demo/.last_train.log; \
+	echo; echo "headline metrics:"; grep -E '^(test|val) n=|^prediction sets |^note: ' demo/.last_train.log; \
 	echo "report: $$run/report.html"
 
 lint: $(BIN)/.installed

@@ -112,7 +112,8 @@ def main():
             if row["alpha"] in ALPHAS and row.get("set_coverage") is not None:
                 print(f"| kerasls | {score} | {row['alpha']} | {row['set_coverage']:.3f} | "
                       f"{row['mean_set_size']:.2f} | – |")
-    for score in ("lac", "aps"):
+    binary = len(peer.classes_) == 2
+    for score in ("lac",) if binary else ("lac", "aps"):  # MAPIE accepts only lac for a binary target
         conformal = SplitConformalClassifier(estimator=peer, confidence_level=[1 - a for a in ALPHAS],
                                              conformity_score=score, prefit=True)
         conformal.conformalize(calibration_rows[columns], calibration_rows[label])
@@ -123,6 +124,8 @@ def main():
             coverage = chosen[np.arange(len(truth)), truth].mean()
             print(f"| MAPIE on scikit-learn LogisticRegression | {score} | {alpha} | {coverage:.3f} | "
                   f"{sizes.mean():.2f} | {(sizes == 1).mean():.1%} |")
+    if binary:
+        print("| MAPIE on scikit-learn LogisticRegression | aps | | (MAPIE: only lac for two classes) | | |")
     print(f"\nkerasls accuracy {metrics['accuracy']:.4f} (T = {metrics['temperature']:.3f}); peer accuracy "
           f"{(peer.predict(test[columns]) == test[label]).mean():.4f}")
 

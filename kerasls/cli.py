@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default: evaluations/<data>-<run>-v<version>)")
     evaluate.add_argument("--label", help="label column (default: the one the export was trained on; images: label)")
     evaluate.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default: 15)")
-    evaluate.add_argument("--target-accuracy", type=float, default=0.95)
+    evaluate.add_argument("--target-accuracy", type=float, default=0.95,
+                          help="the automation table's accuracy target: the confidence threshold that reaches it "
+                               "(default: 0.95)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     sweep = commands.add_parser("sweep", help="one run per label-smoothing value, then a summary")

@@ -278,3 +278,23 @@ def fit(probs, labels, score="lac", alpha=0.1, raps_lambda=0.01, raps_k_reg=1, a
         scores = conformity_scores(probs, labels, name, raps_lambda, raps_k_reg)
         thresholds[name] = {a: threshold(scores, a) if labels.size >= minimum_rows(a) else None for a in levels}
     return SetPredictor(score, alpha, thresholds, int(labels.size), float(raps_lambda), int(raps_k_reg))
+
+
+def coverage_shortfall(sets: dict) -> str:
+    """One sentence when a run's (or an evaluation's) coverage falls short of 1 − α by more than two standard
+    errors of a coverage measured on `n` rows (√(α(1 − α)/n)), else "". `sets` is metrics.json's `conformal`.
+
+    The guarantee holds for rows exchangeable with the calibration rows. A clear shortfall on held-out rows says
+    they are not: the data shifted, or the validation rows were used to choose too much (early stopping picks the
+    epoch and T is fitted on the very rows that fit q̂, which makes them look a little easier than new rows)."""
+    if not sets or sets.get("in_sample") or sets.get("set_coverage") is None or not sets.get("n"):
+        return ""
+    alpha, coverage, rows = sets["alpha"], sets["set_coverage"], sets["n"]
+    error = math.sqrt(alpha * (1 - alpha) / rows)
+    gap = (1 - alpha - coverage) / error
+    if gap <= 2:
+        return ""
+    return (f"prediction sets covered {coverage:.1%} of these {rows} rows, {gap:.1f} standard errors below "
+            f"1 - alpha = {1 - alpha:.0%}: these rows may differ from the validation rows that fitted the threshold, "
+            "or early stopping and T, chosen on those same rows, made them look easier than new rows; a separate "
+            "data.val file and more validation rows make the threshold more reliable.")

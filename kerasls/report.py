@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kerasls import calibration
+from kerasls import calibration, conformal
 from kerasls.fileio import atomic_write_bytes, atomic_write_text
 
 ANNOTATE_CONFUSION_UP_TO = 20  # classes; above this the count annotations are dropped
@@ -196,6 +196,7 @@ th:first-child, td:first-child { text-align: left; }
 thead th { background: #f3f3f3; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .note { color: #555; font-size: 0.95em; }
+.warning { color: #8a4b00; background: #fff4e0; padding: 0.4em 0.6em; border-left: 3px solid #d98c00; }
 code { background: #f3f3f3; padding: 0 0.25em; }
 """
 
@@ -315,7 +316,7 @@ def _sets_section(sets):
              f"holds {_SET_RULES[sets['score']]}, where q̂ is the ⌈(n+1)(1−α)⌉-th smallest conformity score of the "
              f"n = {sets['calibration_rows']} validation rows (calibrated probabilities, observed classes). For rows "
              "exchangeable with those, a set holds the true class with probability at least 1 − α (coverage); a "
-             "threshold of — means too few validation rows for that α. The export serves the sets at α = "
+             "threshold shown as — means too few validation rows for that α. The export serves the sets at α = "
              f"{alpha:g} (<code>prediction_set</code>, <code>set_size</code>).</p>",
              "<table><thead><tr><th>α</th><th>target 1 − α</th><th>threshold q̂</th><th>coverage</th>"
              "<th>mean set size</th><th>single class</th><th>its accuracy</th><th>empty</th></tr></thead>"
@@ -326,6 +327,9 @@ def _sets_section(sets):
                         "automation table above" if sets["singleton_share"] else "no row gets a single class")
              + (f"; {_percent(sets['empty_share'])} get an empty set (no class likely enough)"
                 if sets["empty_share"] else "") + ".</p>"]
+    shortfall = conformal.coverage_shortfall(sets)
+    if shortfall:
+        parts.append(f'<p class="warning">Note: {html.escape(shortfall[0].upper() + shortfall[1:])}</p>')
     if sets.get("in_sample"):
         parts.append('<p class="note">These are the validation rows the thresholds were fitted on, so the '
                      "coverage holds by construction; set data.test to measure it on other rows.</p>")

@@ -260,7 +260,7 @@ def headline(metrics: dict) -> str:
         f"nll={metrics['nll']:.4f}  ece={metrics['ece']:.4f}  brier={metrics['brier']:.4f}  "
         f"T={metrics['temperature']:.3f} -> nll={metrics['nll_calibrated']:.4f} ece={metrics['ece_calibrated']:.4f}"
     )
-    notes = [temperature_note(metrics), chance_note(metrics)]
+    notes = [temperature_note(metrics), chance_note(metrics), conformal.coverage_shortfall(metrics.get("conformal"))]
     return "\n".join([line, *sets_line(metrics), *(f"note: {note}" for note in notes if note)])
 
 

@@ -224,3 +224,12 @@ def test_bad_arguments_name_the_received_value(bad, message):
         conformal.fit(probs, labels, **bad)
     with pytest.raises(ValueError, match=r"`labels` must be in \[0, 2\]"):
         conformal.conformity_scores(probs, labels + 1)
+
+
+def test_a_clear_coverage_shortfall_on_held_out_rows_is_named_and_chance_is_not():
+    sets = {"alpha": 0.1, "n": 500, "set_coverage": 0.862, "in_sample": False}
+    note = conformal.coverage_shortfall(sets)  # standard error sqrt(0.1 * 0.9 / 500) = 0.0134: 2.8 below
+    assert "86.2% of these 500 rows, 2.8 standard errors below 1 - alpha = 90%" in note
+    assert conformal.coverage_shortfall({**sets, "set_coverage": 0.875}) == ""  # 1.9 standard errors: chance
+    assert conformal.coverage_shortfall({**sets, "in_sample": True}) == ""  # the rows that fitted q̂
+    assert conformal.coverage_shortfall(None) == ""
