@@ -60,10 +60,11 @@ def test_serving_prints_every_method_and_the_three_targets():
     rows = " ".join(table_rows(stdout))
     for method in ("(a) export: serving_default on raw columns", "(b) bare model: tf.function on encoded rows",
                    "(c) model.predict on encoded rows", "(d) call floor of (a)", "(e) call floor of (b)",
-                   "(f) peer: keras FeatureSpace", "(g) the export's preprocessing alone",
+                   "(f) peer: keras FeatureSpace", "(a2) export with the peer's text features",
+                   "(g) the export's preprocessing alone",
                    "(h) the same preprocessing with n-grams off"):
         assert method in rows, rows
-    assert len(verdicts(stdout)) == 5, stdout
+    assert len(verdicts(stdout)) == 7, stdout
     assert "preprocessing share of the export's one-row p50" in stdout
 
 
