@@ -82,22 +82,16 @@ class TextTfidf(keras.layers.Layer):
         return sum(len(idf) for _, idf in self.parts.values())
 
     def call(self, strings):
-        rows = tf.shape(strings, out_type=tf.int64)[0]
         parts = []
         for kind, grams in self.tokens(strings).items():
             lookup, idf = self.parts[kind]
-            width = len(idf)
-            index = lookup(grams.flat_values) - 1  # -1: not in the vocabulary
-            known = index >= 0
-            # the weights are computed on the distinct (row, n-gram) cells; the dense row is written once
-            cells, position = tf.unique(tf.boolean_mask(grams.value_rowids() * width + index, known))
-            counts = tf.cast(tf.math.bincount(position, minlength=tf.size(cells), dtype=tf.int32), tf.float32)
-            row, column = cells // width, cells % width
-            tf_weight = 1.0 + tf.math.log(counts) if self.sublinear_tf else counts
-            weights = tf_weight * tf.gather(tf.constant(idf), column)
-            norms = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(weights), row, rows))
-            weights = weights / tf.maximum(tf.gather(norms, row), 1e-12)
-            parts.append(tf.scatter_nd(tf.stack([row, column], axis=1), weights, [rows, width]))
+            index = grams.with_flat_values(lookup(grams.flat_values) - 1)  # -1: not in the vocabulary
+            counts = tf.math.bincount(tf.ragged.boolean_mask(index, index >= 0), minlength=len(idf),
+                                      maxlength=len(idf), axis=-1, dtype=tf.float32)  # [N, V] term counts
+            if self.sublinear_tf:
+                counts = tf.where(counts > 0, 1.0 + tf.math.log(tf.maximum(counts, 1.0)), 0.0)
+            weights = counts * idf
+            parts.append(weights / tf.maximum(tf.norm(weights, axis=1, keepdims=True), 1e-12))
         return tf.concat(parts, axis=1)
 
 
