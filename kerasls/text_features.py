@@ -88,6 +88,7 @@ class TextTfidf(keras.layers.Layer):
             index = grams.with_flat_values(lookup(grams.flat_values) - 1)  # -1: not in the vocabulary
             counts = tf.math.bincount(tf.ragged.boolean_mask(index, index >= 0), minlength=len(idf),
                                       maxlength=len(idf), axis=-1, dtype=tf.float32)  # [N, V] term counts
+            counts = tf.ensure_shape(counts, [None, len(idf)])  # bincount leaves the shape unknown when traced
             if self.sublinear_tf:
                 counts = tf.where(counts > 0, 1.0 + tf.math.log(tf.maximum(counts, 1.0)), 0.0)
             weights = counts * idf

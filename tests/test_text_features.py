@@ -7,6 +7,7 @@ text and empty text.
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from kerasls.config import KeraslsError, TextConfig, build_config
@@ -95,3 +96,9 @@ def test_bad_text_settings_name_the_key(text, message):
 def test_the_old_key_says_where_it_moved():
     with pytest.raises(KeraslsError, match="data.text.max_tokens"):
         build_config({"data": {"text_max_tokens": 3000}})
+
+
+def test_traced_output_has_a_static_width_for_the_layers_after_it():
+    layer = fitted(TRAIN)
+    traced = tf.function(layer.call).get_concrete_function(tf.TensorSpec([None], tf.string))
+    assert traced.structured_outputs.shape.as_list() == [None, layer.output_dim]
