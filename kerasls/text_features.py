@@ -56,8 +56,11 @@ class TextTfidf(keras.layers.Layer):
         found = {}
         if self.ngrams:
             words = tf.strings.split(tf.strings.regex_replace(lower, WORD_CHARACTERS, " "))
-            words = tf.ragged.boolean_mask(words, tf.strings.length(words, unit="UTF8_CHAR") >= 2)
-            found["words"] = tf.strings.ngrams(words, tuple(range(1, self.ngrams + 1)), separator=" ")
+            if self.ngrams == 1:  # one-letter words are left out of the vocabulary instead (`finish`): faster
+                found["words"] = words
+            else:  # n-grams skip one-letter words, as scikit-learn's token pattern does
+                words = tf.ragged.boolean_mask(words, tf.strings.length(words, unit="UTF8_CHAR") >= 2)
+                found["words"] = tf.strings.ngrams(words, tuple(range(1, self.ngrams + 1)), separator=" ")
         if self.char_ngrams:
             words = tf.strings.split(lower)
             padded = tf.strings.join([" ", words.flat_values, " "])
@@ -129,6 +132,9 @@ class TextVocabularyCounter:
         """Keep each kind's `max_tokens` most frequent n-grams (ties in sorted order) with their smooth idf."""
         for kind, (terms, documents) in self.tables.items():
             keys, counts = (value.numpy() for value in terms.export())
+            if kind == "words" and self.layer.ngrams == 1:  # words of one letter are not tokens (see `tokens`)
+                longer = np.array([len(key.decode("utf-8")) >= 2 for key in keys], dtype=bool)
+                keys, counts = keys[longer], counts[longer]
             order = np.lexsort((keys.astype(bytes), -counts))[:self.layer.max_tokens]
             vocabulary = keys[order]
             df = documents.lookup(tf.constant(vocabulary)).numpy()
