@@ -27,20 +27,19 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from text_peer import conformal_rows, mapie_sets, text_union  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-ALPHAS = (0.1, 0.05)
 
 
 def peer_model(features):
     from sklearn.compose import ColumnTransformer
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     parts = []
@@ -49,9 +48,7 @@ def peer_model(features):
     if features.categorical:
         parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), features.categorical))
     for name in features.text:
-        parts.append((name, make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
-                      name))
+        parts.append((name, text_union(), name))
     return make_pipeline(ColumnTransformer(parts), LogisticRegression(C=20 if features.text else 1.0, max_iter=2000))
 
 
@@ -61,7 +58,6 @@ def main():
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    from mapie.classification import SplitConformalClassifier
     from sklearn.model_selection import train_test_split
 
     from kerasls.config import load_config
@@ -97,33 +93,19 @@ def main():
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     fit_rows, calibration_rows = train_test_split(train, test_size=0.2, stratify=train[label], random_state=0)
     peer = peer_model(features).fit(fit_rows[columns], fit_rows[label])
-    truth = test[label].map({name: index for index, name in enumerate(peer.classes_)}).to_numpy()
     print(f"{args.config.name}: kerasls trained on {len(train)} rows (its validation split inside), peer on "
           f"{len(fit_rows)} + {len(calibration_rows)} calibration rows; sets judged on {len(test)} test rows\n")
     print("| system | score | α | coverage | mean set size | singletons |")
     print("|---|---|---:|---:|---:|---:|")
-    sets = metrics["conformal"]
-    for row in sets["table"]:
-        if row["alpha"] in ALPHAS and row.get("set_coverage") is not None:
-            print(f"| kerasls | {sets['score']} | {row['alpha']} | {row['set_coverage']:.3f} | "
-                  f"{row['mean_set_size']:.2f} | {row['singleton_share']:.1%} |")
-    for score, table in sets["other_scores"].items():
-        for row in table:
-            if row["alpha"] in ALPHAS and row.get("set_coverage") is not None:
-                print(f"| kerasls | {score} | {row['alpha']} | {row['set_coverage']:.3f} | "
-                      f"{row['mean_set_size']:.2f} | – |")
-    binary = len(peer.classes_) == 2
-    for score in ("lac",) if binary else ("lac", "aps"):  # MAPIE accepts only lac for a binary target
-        conformal = SplitConformalClassifier(estimator=peer, confidence_level=[1 - a for a in ALPHAS],
-                                             conformity_score=score, prefit=True)
-        conformal.conformalize(calibration_rows[columns], calibration_rows[label])
-        _, predicted = conformal.predict_set(test[columns])
-        for level, alpha in enumerate(ALPHAS):
-            chosen = predicted[:, :, level]
-            sizes = chosen.sum(axis=1)
-            coverage = chosen[np.arange(len(truth)), truth].mean()
-            print(f"| MAPIE on scikit-learn LogisticRegression | {score} | {alpha} | {coverage:.3f} | "
-                  f"{sizes.mean():.2f} | {(sizes == 1).mean():.1%} |")
+    for score, alpha, coverage, size, singletons in conformal_rows(metrics):
+        shown = f"{singletons:.1%}" if singletons is not None else "–"
+        print(f"| kerasls | {score} | {alpha} | {coverage:.3f} | {size:.2f} | {shown} |")
+    binary = len(peer.classes_) == 2  # MAPIE accepts only lac for a binary target
+    for score, alpha, coverage, size, singletons in mapie_sets(
+            peer, calibration_rows[columns], calibration_rows[label], test[columns], test[label],
+            scores=("lac",) if binary else ("lac", "aps")):
+        print(f"| MAPIE on scikit-learn LogisticRegression | {score} | {alpha} | {coverage:.3f} | {size:.2f} | "
+              f"{singletons:.1%} |")
     if binary:
         print("| MAPIE on scikit-learn LogisticRegression | aps | | (MAPIE: only lac for two classes) | | |")
     print(f"\nkerasls accuracy {metrics['accuracy']:.4f} (T = {metrics['temperature']:.3f}); peer accuracy "

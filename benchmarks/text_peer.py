@@ -48,14 +48,20 @@ REPO = Path(__file__).resolve().parents[1]
 ALPHAS = (0.1, 0.05)
 
 
-def peer_pipeline(c=20.0):
+def text_union():
+    """The baseline's text features: word 1-2-grams and char_wb 2-5-grams, TF-IDF with sublinear tf."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.pipeline import make_union
 
-    features = make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                          TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True))
-    return make_pipeline(features, LogisticRegression(C=c, max_iter=1000))
+    return make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                      TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True))
+
+
+def peer_pipeline(c=20.0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(text_union(), LogisticRegression(C=c, max_iter=1000))
 
 
 def nll(probabilities, labels):
@@ -90,20 +96,27 @@ def conformal_rows(metrics: dict) -> list:
     return [row for row in rows if row[1] in ALPHAS]
 
 
-def mapie_rows(train, test, classes, seed=42) -> list:
+def mapie_rows(train, test, seed=42) -> list:
     """MAPIE's split conformal sets on the peer fitted on 80% of train, conformalized on the other 20%."""
-    from mapie.classification import SplitConformalClassifier
     from sklearn.model_selection import train_test_split
 
     fit_rows, calibration_rows = train_test_split(train, test_size=0.2, stratify=train.category, random_state=seed)
     peer = peer_pipeline().fit(fit_rows.text, fit_rows.category)
-    truth = test.category.map({name: index for index, name in enumerate(peer.classes_)}).to_numpy()
+    return mapie_sets(peer, calibration_rows.text, calibration_rows.category, test.text, test.category)
+
+
+def mapie_sets(peer, calibration_inputs, calibration_labels, test_inputs, test_labels, scores=("lac", "aps")) -> list:
+    """(score, alpha, coverage, mean set size, singleton share) of MAPIE's `SplitConformalClassifier` around the
+    fitted `peer` (prefit), conformalized on the calibration rows and judged on the test rows, at each of ALPHAS."""
+    from mapie.classification import SplitConformalClassifier
+
+    truth = test_labels.map({name: index for index, name in enumerate(peer.classes_)}).to_numpy()
     rows = []
-    for score in ("lac", "aps"):
+    for score in scores:
         conformal = SplitConformalClassifier(estimator=peer, confidence_level=[1 - a for a in ALPHAS],
                                              conformity_score=score, prefit=True)
-        conformal.conformalize(calibration_rows.text, calibration_rows.category)
-        _, sets = conformal.predict_set(test.text)
+        conformal.conformalize(calibration_inputs, calibration_labels)
+        _, sets = conformal.predict_set(test_inputs)
         for level, alpha in enumerate(ALPHAS):
             chosen = sets[:, :, level]
             sizes = chosen.sum(axis=1)
@@ -207,7 +220,7 @@ def main():
             shown = f"{singletons:.1%}" if singletons is not None else "–"
             print(f"| kerasls seed {run['seed']} | {score} | {alpha} | {coverage:.3f} | {size:.2f} | {shown} |")
     if not args.no_mapie:
-        for score, alpha, coverage, size, singletons in mapie_rows(train, test, list(peer.classes_)):
+        for score, alpha, coverage, size, singletons in mapie_rows(train, test):
             print(f"| MAPIE on the peer (80/20) | {score} | {alpha} | {coverage:.3f} | {size:.2f} | "
                   f"{singletons:.1%} |")
 
