@@ -42,13 +42,20 @@ class TextSettings(_Section):
 
     @model_validator(mode="after")
     def _some_features(self):
-        if self.ngrams == 0 and not self.char_ngrams:
-            raise ValueError("ngrams: 0 and char_ngrams: null leave a text column without features; "
-                             "set ngrams >= 1 or char_ngrams: [2, 5]")
-        if self.char_ngrams and not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10:
-            raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10; "
-                             f"received {list(self.char_ngrams)}")
+        check_text_settings(self.ngrams, self.char_ngrams)
         return self
+
+
+def check_text_settings(ngrams, char_ngrams) -> None:
+    """A ValueError naming the setting when a text column would get no features or impossible n-gram lengths
+    (the config's check, and `text_features.TextTfidf`'s for direct use)."""
+    if ngrams < 0:
+        raise ValueError(f"ngrams must be >= 0; received {ngrams}")
+    if ngrams == 0 and not char_ngrams:
+        raise ValueError("ngrams: 0 and char_ngrams: null leave a text column without features; "
+                         "set ngrams >= 1 or char_ngrams: [2, 5]")
+    if char_ngrams and not 1 <= char_ngrams[0] <= char_ngrams[1] <= 10:
+        raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10; received {list(char_ngrams)}")
 
 
 class TextConfig(TextSettings):

@@ -28,18 +28,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasls.config import check_text_settings
+
 WORD_CHARACTERS = r"[^\pL\pN_]+"  # what is not a letter, digit or underscore separates word tokens
 
 
 class TextTfidf(keras.layers.Layer):
-    def __init__(self, ngrams=2, char_ngrams=(2, 5), max_tokens=10000, sublinear_tf=True, **kwargs):
+    def __init__(self, ngrams=2, char_ngrams=(2, 5), max_tokens=5000, sublinear_tf=True, **kwargs):
+        """Defaults: those of `config.TextSettings` (`data.text`)."""
         kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=False, **kwargs)
-        if ngrams < 0 or (ngrams == 0 and not char_ngrams):
-            raise ValueError(f"a text column needs word n-grams (ngrams >= 1) or char_ngrams; got ngrams={ngrams}, "
-                             f"char_ngrams={char_ngrams}")
-        if char_ngrams and not 1 <= char_ngrams[0] <= char_ngrams[1]:
-            raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max; got {list(char_ngrams)}")
+        check_text_settings(ngrams, char_ngrams)
         self.ngrams = int(ngrams)
         self.char_ngrams = tuple(int(n) for n in char_ngrams) if char_ngrams else None
         self.max_tokens = int(max_tokens)

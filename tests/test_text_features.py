@@ -102,3 +102,10 @@ def test_traced_output_has_a_static_width_for_the_layers_after_it():
     layer = fitted(TRAIN)
     traced = tf.function(layer.call).get_concrete_function(tf.TensorSpec([None], tf.string))
     assert traced.structured_outputs.shape.as_list() == [None, layer.output_dim]
+
+
+def test_the_layer_used_directly_checks_its_settings_as_the_config_does():
+    with pytest.raises(ValueError, match="without features"):
+        TextTfidf(ngrams=0, char_ngrams=None)
+    with pytest.raises(ValueError, match="1 <= min <= max <= 10"):
+        TextTfidf(char_ngrams=(5, 2))
