@@ -280,9 +280,15 @@ def fit(probs, labels, score="lac", alpha=0.1, raps_lambda=0.01, raps_k_reg=1, a
     return SetPredictor(score, alpha, thresholds, int(labels.size), float(raps_lambda), int(raps_k_reg))
 
 
+def coverage_standard_error(alpha, rows) -> float:
+    """The standard error of a coverage measured on `rows` rows when the true coverage is 1 − α: √(α(1 − α)/n)."""
+    return math.sqrt(alpha * (1 - alpha) / max(rows, 1))
+
+
 def coverage_shortfall(sets: dict) -> str:
     """One sentence when a run's (or an evaluation's) coverage falls short of 1 − α by more than two standard
-    errors of a coverage measured on `n` rows (√(α(1 − α)/n)), else "". `sets` is metrics.json's `conformal`.
+    errors of a coverage measured on `n` rows (`coverage_standard_error`), else "". `sets`: metrics.json's
+    `conformal`.
 
     The guarantee holds for rows exchangeable with the calibration rows. A clear shortfall on held-out rows says
     they are not: the data shifted, or the validation rows were used to choose too much (early stopping picks the
@@ -290,8 +296,7 @@ def coverage_shortfall(sets: dict) -> str:
     if not sets or sets.get("in_sample") or sets.get("set_coverage") is None or not sets.get("n"):
         return ""
     alpha, coverage, rows = sets["alpha"], sets["set_coverage"], sets["n"]
-    error = math.sqrt(alpha * (1 - alpha) / rows)
-    gap = (1 - alpha - coverage) / error
+    gap = (1 - alpha - coverage) / coverage_standard_error(alpha, rows)
     if gap <= 2:
         return ""
     return (f"prediction sets covered {coverage:.1%} of these {rows} rows, {gap:.1f} standard errors below "

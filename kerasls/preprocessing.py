@@ -37,6 +37,7 @@ class TabularPreprocessor(keras.layers.Layer):
             for name in self.text
         }
         self._adapted = False
+        self._encode_function = None  # `call` traced for `encode`, made on first use
 
     @property
     def columns(self):
@@ -111,9 +112,9 @@ class TabularPreprocessor(keras.layers.Layer):
         n-grams a row is tens of thousands of floats wide, and concatenating chunks would copy them all again."""
         num_rows = len(next(iter(columns.values())))
         encoded = np.empty((num_rows, self.output_dim), dtype=np.float32)
-        if getattr(self, "_encode_function", None) is None:
-            self._encode_function = tf.function(self.call, input_signature=[self.input_signature()])
         specs = self.input_signature()
+        if self._encode_function is None:
+            self._encode_function = tf.function(self.call, input_signature=[specs])
         for start in range(0, num_rows, batch_size):
             batch = {name: tf.constant(np.asarray(columns[name][start:start + batch_size]), dtype=specs[name].dtype)
                      for name in self.columns}

@@ -339,7 +339,7 @@ def _sets_section(sets):
                            for name, row in below)
         parts.append(f"<p>Classes below 1 − α = {_percent(1 - alpha)}: {listed}. The guarantee is on average over "
                      "rows, not for each class; with few rows a class's coverage also varies by chance (about "
-                     f"±{_percent(math.sqrt(alpha * (1 - alpha) / max(min(r['rows'] for _, r in below), 1)))} "
+                     f"±{_percent(conformal.coverage_standard_error(alpha, min(r['rows'] for _, r in below)))} "
                      "at the smallest of these).</p>")
     else:
         parts.append(f"<p>Every class reaches 1 − α = {_percent(1 - alpha)}.</p>")
