@@ -30,7 +30,9 @@ import tensorflow as tf
 
 from kerasls.config import check_text_settings
 
-WORD_CHARACTERS = r"[^\pL\pN_]+"  # what is not a letter, digit or underscore separates word tokens
+# What is not a letter, digit or underscore separates word tokens: runs of it become one space, except ASCII
+# whitespace, which `tf.strings.split` splits on anyway (rewriting every space cost twice the split).
+NOT_WORD_CHARACTERS = r"[^\pL\pN_\s]+"
 
 
 class TextTfidf(keras.layers.Layer):
@@ -43,59 +45,148 @@ class TextTfidf(keras.layers.Layer):
         self.char_ngrams = tuple(int(n) for n in char_ngrams) if char_ngrams else None
         self.max_tokens = int(max_tokens)
         self.sublinear_tf = bool(sublinear_tf)
-        self.parts = {}  # kind ("words", "chars") -> (StringLookup, idf float32 [V])
+        self.parts = {}  # kind ("words", "chars") -> (NgramIndex or StringLookup, idf float32 [V])
 
     @property
     def kinds(self) -> list[str]:
         return (["words"] if self.ngrams else []) + (["chars"] if self.char_ngrams else [])
 
-    def tokens(self, strings) -> dict:
-        """`strings` [N] -> {kind: ragged [N, None] string n-grams}: what the vocabulary counts and `call` weighs."""
+    def n_range(self, kind: str) -> tuple[int, int]:
+        return (1, self.ngrams) if kind == "words" else self.char_ngrams
+
+    def sequences(self, strings) -> dict:
+        """`strings` [N] -> {kind: (ragged [S, None] units, the row of each sequence [S])}: the words of each row
+        (n-grams skip one-letter words, as scikit-learn's token pattern does; with unigrams only they are left out
+        of the vocabulary instead, in `finish`: faster), and the characters of each word padded with one space."""
         lower = tf.strings.lower(strings, encoding="utf-8")
         found = {}
         if self.ngrams:
-            words = tf.strings.split(tf.strings.regex_replace(lower, WORD_CHARACTERS, " "))
-            if self.ngrams == 1:  # one-letter words are left out of the vocabulary instead (`finish`): faster
-                found["words"] = words
-            else:  # n-grams skip one-letter words, as scikit-learn's token pattern does
+            words = tf.strings.split(tf.strings.regex_replace(lower, NOT_WORD_CHARACTERS, " "))
+            if self.ngrams > 1:
                 words = tf.ragged.boolean_mask(words, tf.strings.length(words, unit="UTF8_CHAR") >= 2)
-                found["words"] = tf.strings.ngrams(words, tuple(range(1, self.ngrams + 1)), separator=" ")
+            found["words"] = (words, tf.range(tf.shape(strings, out_type=tf.int64)[0]))
         if self.char_ngrams:
             words = tf.strings.split(lower)
             padded = tf.strings.join([" ", words.flat_values, " "])
-            grams = tf.strings.ngrams(tf.strings.unicode_split(padded, "UTF-8"),
-                                      tuple(range(self.char_ngrams[0], self.char_ngrams[1] + 1)), separator="")
-            found["chars"] = tf.RaggedTensor.from_row_splits(grams, words.row_splits).merge_dims(1, 2)
+            found["chars"] = (tf.strings.unicode_split(padded, "UTF-8"), words.value_rowids())
+        return found
+
+    def tokens(self, strings) -> dict:
+        """`strings` [N] -> {kind: ragged [N, None] string n-grams}: what the vocabulary counts."""
+        found = {}
+        for kind, (units, row) in self.sequences(strings).items():
+            separator = " " if kind == "words" else ""
+            grams = tf.strings.ngrams(units, tuple(range(self.n_range(kind)[0], self.n_range(kind)[1] + 1)),
+                                      separator=separator)
+            found[kind] = grams if kind == "words" else tf.RaggedTensor.from_value_rowids(
+                grams, row, nrows=tf.shape(strings, out_type=tf.int64)[0]).merge_dims(1, 2)
         return found
 
     def set_vocabulary(self, kind: str, vocabulary, idf) -> None:
         """`vocabulary` (strings) and its idf weights for `kind`, as `TextVocabularyCounter.finish` computes."""
         if not len(vocabulary):
             raise ValueError(f"no {kind} in the training text of column {self.name!r}")
-        lookup = keras.layers.StringLookup(vocabulary=[str(token) for token in vocabulary], num_oov_indices=1,
-                                           output_mode="int", name=f"{self.name}_{kind}")
-        self.parts[kind] = (lookup, np.asarray(idf, dtype=np.float32))
+        vocabulary = [str(token) for token in vocabulary]
+        grams = [token.split(" ") if kind == "words" else list(token) for token in vocabulary]
+        index = NgramIndex.build(grams, self.n_range(kind)[1])
+        if index is None:  # too many distinct units for exact integer keys: look the n-gram strings up instead
+            index = keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode="int",
+                                              name=f"{self.name}_{kind}")
+        self.parts[kind] = (index, np.asarray(idf, dtype=np.float32))
+        self._vocabularies = {**getattr(self, "_vocabularies", {}), kind: vocabulary}
 
     def vocabulary(self, kind: str) -> list[str]:
-        return [str(token) for token in self.parts[kind][0].get_vocabulary()[1:]]
+        return list(self._vocabularies[kind])
 
     @property
     def output_dim(self) -> int:
         return sum(len(idf) for _, idf in self.parts.values())
 
     def call(self, strings):
+        rows = tf.shape(strings, out_type=tf.int64)[0]
+        sequences = self.sequences(strings)
         parts = []
-        for kind, grams in self.tokens(strings).items():
-            lookup, idf = self.parts[kind]
-            index = grams.with_flat_values(lookup(grams.flat_values) - 1)  # -1: not in the vocabulary
-            counts = tf.math.bincount(tf.ragged.boolean_mask(index, index >= 0), minlength=len(idf),
-                                      maxlength=len(idf), axis=-1, dtype=tf.float32)  # [N, V] term counts
-            counts = tf.ensure_shape(counts, [None, len(idf)])  # bincount leaves the shape unknown when traced
-            if self.sublinear_tf:
-                counts = tf.where(counts > 0, 1.0 + tf.math.log(tf.maximum(counts, 1.0)), 0.0)
-            weights = counts * idf
-            parts.append(weights / tf.maximum(tf.norm(weights, axis=1, keepdims=True), 1e-12))
+        for kind, (index, idf) in self.parts.items():
+            if isinstance(index, NgramIndex):
+                units, row = sequences[kind]
+                sequence, position = index(units, self.n_range(kind)[0])
+                found_rows = tf.gather(row, sequence)
+            else:
+                grams = self.tokens(strings)[kind]
+                found_rows, position = grams.value_rowids(), index(grams.flat_values) - 1
+            parts.append(self.weigh(found_rows, position, rows, idf))
         return tf.concat(parts, axis=1)
+
+    def weigh(self, row_ids, index, rows, idf):
+        """Row ids and vocabulary indices (-1: unseen) of every n-gram -> the L2-normalised tf-idf rows [N, V].
+
+        Weighs the distinct (row, n-gram) pairs only, then scatters them into the dense rows: the [N, V] matrix is
+        mostly zeros, and each op over it whole (log, product, norm) costs a pass over N x V floats.
+        """
+        size = len(idf)
+        keys = tf.boolean_mask(row_ids * size + index, index >= 0)
+        pairs, position = tf.unique(keys, out_idx=tf.int64)
+        counts = tf.math.bincount(position, minlength=tf.size(pairs, out_type=tf.int64), dtype=tf.float32)
+        if self.sublinear_tf:
+            counts = 1.0 + tf.math.log(counts)
+        row, term = pairs // size, pairs % size
+        weights = counts * tf.gather(tf.constant(idf), term)
+        norms = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(weights), row, rows))
+        weights = weights / tf.maximum(tf.gather(norms, row), 1e-12)
+        return tf.scatter_nd(tf.stack([row, term], axis=1), weights, tf.stack([rows, size]))
+
+
+class NgramIndex(tf.Module):
+    """The vocabulary index of every n-gram in sequences of units (the words of a row, the characters of a word),
+    found with integer keys instead of n-gram strings.
+
+    Each unit the vocabulary uses gets an id 1..U (0: any other unit, so no n-gram containing it is in the
+    vocabulary); an n-gram's key is sum_j id_j * (U + 1)^j: exact, and distinct across lengths, as long as
+    (U + 1)^n_max fits in int64 (`build` returns None otherwise). Joining a batch's character n-grams into strings
+    and hashing them was most of the export's time on text (benchmarks/serving.py, rows (g) and (h)).
+    """
+
+    KEY_LIMIT = 2**63 - 1
+
+    @classmethod
+    def build(cls, grams: list[list[str]], longest: int):
+        # unigrams only: unit ids in vocabulary order, so the id is the index and one lookup does
+        units = [gram[0] for gram in grams] if longest == 1 else sorted({unit for gram in grams for unit in gram})
+        if (len(units) + 1) ** longest > cls.KEY_LIMIT:
+            return None
+        return cls(units, grams, longest)
+
+    def __init__(self, units, grams, longest):
+        super().__init__()
+        self.base, self.longest = len(units) + 1, longest
+        ids = {unit: number for number, unit in enumerate(units, start=1)}
+        keys = [sum(ids[unit] * self.base ** place for place, unit in enumerate(gram)) for gram in grams]
+        self.units = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(units, tf.string), tf.range(1, self.base, dtype=tf.int64)), 0)
+        self.grams = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys, tf.int64), tf.range(len(keys), dtype=tf.int64)), -1)
+
+    def __call__(self, units, shortest):
+        """`units` ragged [S, None] strings -> (the sequence of each n-gram of `shortest`..`longest` units,
+        its vocabulary index or -1), both int64 [G]."""
+        ids = self.units.lookup(units.flat_values)
+        if self.longest == 1:
+            return units.value_rowids(), ids - 1
+        total = tf.size(ids, out_type=tf.int64)
+        sequence = units.value_rowids()
+        remaining = tf.gather(units.row_limits(), sequence) - tf.range(total)  # units from here to the sequence end
+        key, known = tf.zeros_like(ids), tf.ones_like(ids, dtype=tf.bool)
+        sequences, positions = [], []
+        for place in range(self.longest):
+            # the unit `place` after each start (0 past the end: `remaining` masks those n-grams anyway)
+            unit = tf.pad(ids[place:], [[0, tf.minimum(tf.constant(place, tf.int64), total)]])
+            key += unit * self.base ** place
+            known &= unit > 0
+            if place + 1 >= shortest:
+                starts = tf.where(known & (remaining > place))[:, 0]
+                sequences.append(tf.gather(sequence, starts))
+                positions.append(self.grams.lookup(tf.gather(key, starts)))
+        return tf.concat(sequences, 0), tf.concat(positions, 0)
 
 
 class TextVocabularyCounter:

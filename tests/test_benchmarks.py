@@ -65,7 +65,7 @@ def test_serving_prints_every_method_and_the_three_targets():
                    "(h) the same preprocessing with n-grams off"):
         assert method in rows, rows
     assert len(verdicts(stdout)) == 7, stdout
-    assert "preprocessing share of the export's one-row p50" in stdout
+    assert "preprocessing share of the export's time" in stdout
 
 
 @pytest.mark.slow

@@ -11,14 +11,15 @@ import tensorflow as tf
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from kerasls.config import KeraslsError, TextConfig, build_config
-from kerasls.text_features import TextTfidf, TextVocabularyCounter
+from kerasls.text_features import NgramIndex, TextTfidf, TextVocabularyCounter
 
 TRAIN = [
     "I am still waiting on my card?", "What can I do if my card   still hasn't arrived after 2 weeks?", "",
     "Café: ÉCOLE été, naïve; 日本語 テキスト", "Refund!!! refund, REFUND please", "a b c", "top-up failed x2 ... why?",
-    "tab\there\nnewline", "card card card card arrived",
+    "tab\there\nnewline", "card card card card arrived", "vertical\vtab form\ffeed carriage\rreturn  -- end",
 ]
-HELD_OUT = ["never seen words zzz", "card refund!", "", "École étÉ", "I'm OK", "¿dónde está mi tarjeta?"]
+HELD_OUT = ["never seen words zzz", "card refund!", "", "École étÉ", "I'm OK", "¿dónde está mi tarjeta?",
+            "form\ffeed\v--tab\t\r\nend"]
 
 
 def fitted(texts, chunk=4, **settings):
@@ -109,3 +110,15 @@ def test_the_layer_used_directly_checks_its_settings_as_the_config_does():
         TextTfidf(ngrams=0, char_ngrams=None)
     with pytest.raises(ValueError, match="1 <= min <= max <= 10"):
         TextTfidf(char_ngrams=(5, 2))
+
+
+def test_string_lookup_fallback_equals_integer_keys(monkeypatch):
+    """Vocabularies with too many distinct units for exact int64 n-gram keys look the n-gram strings up instead;
+    both ways give the same matrix."""
+    keyed = fitted(TRAIN, ngrams=2, char_ngrams=(2, 5), max_tokens=100_000)
+    assert all(isinstance(index, NgramIndex) for index, _ in keyed.parts.values())
+    monkeypatch.setattr(NgramIndex, "KEY_LIMIT", 10)
+    looked_up = fitted(TRAIN, ngrams=2, char_ngrams=(2, 5), max_tokens=100_000)
+    assert not any(isinstance(index, NgramIndex) for index, _ in looked_up.parts.values())
+    rows = np.array(TRAIN + HELD_OUT, dtype=object)
+    np.testing.assert_allclose(looked_up(rows).numpy(), keyed(rows).numpy(), atol=1e-7)
