@@ -22,7 +22,7 @@ import tensorflow as tf
 from kerasls import targets as soft_targets
 from kerasls import teacher
 from kerasls.data import streaming, tabular
-from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable
+from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, without_static_rewrites
 from kerasls.export import Serving, tabular_serving
 from kerasls.preprocessing import TabularPreprocessor
 from kerasls.targets import SplitTargets
@@ -117,7 +117,7 @@ class TableFeed:
         if self.streaming:
             return self.stream.dataset(split, batch_size)
         dataset = tf.data.Dataset.from_tensor_slices((self.encoded(split), self.training_targets(split)))
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(without_static_rewrites())
 
     # -- what evaluation and serving read -------------------------------------------------------------------
     def evaluation_inputs(self, split: str, batch_size=1024):
