@@ -37,7 +37,7 @@ class TabularPreprocessor(keras.layers.Layer):
             for name in self.text
         }
         self._adapted = False
-        self._encode_function = None  # `call` traced for `encode`, made on first use
+        self._encode_function = None  # `encoding_parts` traced for `encode`, made on first use
 
     @property
     def columns(self):
@@ -86,12 +86,20 @@ class TabularPreprocessor(keras.layers.Layer):
 
     @property
     def output_dim(self) -> int:
-        width = len(self.numeric)
-        width += sum(lookup.vocabulary_size() for lookup in self.lookups.values())
-        width += sum(vectorizer.output_dim for vectorizer in self.vectorizers.values())
-        return width
+        text_width = sum(vectorizer.output_dim for vectorizer in self.vectorizers.values())
+        return self.numeric_and_categorical_width + text_width
+
+    @property
+    def numeric_and_categorical_width(self) -> int:
+        return len(self.numeric) + sum(lookup.vocabulary_size() for lookup in self.lookups.values())
 
     def call(self, inputs):
+        parts = self.numeric_and_categorical(inputs)
+        parts += [self.vectorizers[name](inputs[name]) for name in self.text]
+        return tf.concat(parts, axis=1)
+
+    def numeric_and_categorical(self, inputs) -> list:
+        """The encoded numeric block and one-hot blocks, in `call`'s column order."""
         if not self._adapted:
             raise RuntimeError("TabularPreprocessor.adapt() must run before the layer is called")
         parts = []
@@ -101,24 +109,38 @@ class TabularPreprocessor(keras.layers.Layer):
             parts.append((matrix - self.numeric_mean) / self.numeric_std)
         for name in self.categorical:
             parts.append(tf.cast(self.lookups[name](inputs[name]), tf.float32))
+        return parts
+
+    def encoding_parts(self, inputs):
+        """What `encode` writes: the numeric and one-hot columns [N, D] (D may be 0), then each text column's
+        nonzero entries (row, column, weight) with columns numbered as in `call`'s output."""
+        parts = self.numeric_and_categorical(inputs)
+        dense = tf.concat(parts, axis=1) if parts else tf.zeros([tf.size(inputs[self.text[0]]), 0])
+        offset, text = self.numeric_and_categorical_width, []
         for name in self.text:
-            parts.append(self.vectorizers[name](inputs[name]))
-        return tf.concat(parts, axis=1)
+            row, column, weight = self.vectorizers[name].entries(inputs[name])
+            text.append((row, column + offset, weight))
+            offset += self.vectorizers[name].output_dim
+        return dense, text
 
     def encode(self, columns: dict, batch_size=8192) -> np.ndarray:
-        """Run the layer over numpy columns in chunks; returns the float32 feature matrix.
+        """Run the layer over numpy columns in chunks; returns the float32 feature matrix, equal to `call`'s.
 
-        Traced once (eager n-gram ops cost ~2x), and each chunk written into one preallocated matrix: with text
-        n-grams a row is tens of thousands of floats wide, and concatenating chunks would copy them all again."""
+        Traced once (eager n-gram ops cost ~2x). The text columns come back as their nonzero entries, written into
+        one zero matrix: with n-grams a row is tens of thousands of floats, nearly all zero, and dense chunks cost
+        three passes over them (the scatter, the copy out of TensorFlow, the copy into the matrix)."""
         num_rows = len(next(iter(columns.values())))
-        encoded = np.empty((num_rows, self.output_dim), dtype=np.float32)
+        encoded = np.zeros((num_rows, self.output_dim), dtype=np.float32)
         specs = self.input_signature()
         if self._encode_function is None:
-            self._encode_function = tf.function(self.call, input_signature=[specs])
+            self._encode_function = tf.function(self.encoding_parts, input_signature=[specs])
         for start in range(0, num_rows, batch_size):
             batch = {name: tf.constant(np.asarray(columns[name][start:start + batch_size]), dtype=specs[name].dtype)
                      for name in self.columns}
-            encoded[start:start + batch_size] = self._encode_function(batch).numpy()
+            dense, text = self._encode_function(batch)
+            encoded[start:start + batch_size, :dense.shape[1]] = dense.numpy()
+            for row, column, weight in text:
+                encoded[start + row.numpy(), column.numpy()] = weight.numpy()
         return encoded
 
     def input_signature(self) -> dict:

@@ -103,9 +103,17 @@ class TextTfidf(keras.layers.Layer):
         return sum(len(idf) for _, idf in self.parts.values())
 
     def call(self, strings):
+        row, column, weight = self.entries(strings)
+        shape = tf.stack([tf.shape(strings, out_type=tf.int64)[0], self.output_dim])
+        return tf.scatter_nd(tf.stack([row, column], axis=1), weight, shape)
+
+    def entries(self, strings):
+        """The nonzero entries of `call`'s L2-normalised tf-idf rows [N, output_dim]: (row, column, weight), each
+        [E], each (row, column) once. `TabularPreprocessor.encode` writes them into its matrix itself: the dense
+        rows are nearly all zeros."""
         rows = tf.shape(strings, out_type=tf.int64)[0]
         sequences = self.sequences(strings)
-        parts = []
+        found, offset = [], 0
         for kind, (index, idf) in self.parts.items():
             if isinstance(index, NgramIndex):
                 units, row = sequences[kind]
@@ -114,14 +122,17 @@ class TextTfidf(keras.layers.Layer):
             else:
                 grams = self.tokens(strings)[kind]
                 found_rows, position = grams.value_rowids(), index(grams.flat_values) - 1
-            parts.append(self.weigh(found_rows, position, rows, idf))
-        return tf.concat(parts, axis=1)
+            row, term, weight = self.weigh(found_rows, position, rows, idf)
+            found.append((row, term + offset, weight))
+            offset += len(idf)
+        return tuple(tf.concat(values, axis=0) for values in zip(*found))
 
     def weigh(self, row_ids, index, rows, idf):
-        """Row ids and vocabulary indices (-1: unseen) of every n-gram -> the L2-normalised tf-idf rows [N, V].
+        """Row ids and vocabulary indices (-1: unseen) of every n-gram -> (row, term, weight) of each distinct
+        (row, n-gram) pair, weights L2-normalised per row.
 
-        Weighs the distinct (row, n-gram) pairs only, then scatters them into the dense rows: the [N, V] matrix is
-        mostly zeros, and each op over it whole (log, product, norm) costs a pass over N x V floats.
+        Weighs the distinct pairs only: the [N, V] matrix is mostly zeros, and each op over it whole (log,
+        product, norm) would cost a pass over N x V floats.
         """
         size = len(idf)
         keys = tf.boolean_mask(row_ids * size + index, index >= 0)
@@ -132,8 +143,7 @@ class TextTfidf(keras.layers.Layer):
         row, term = pairs // size, pairs % size
         weights = counts * tf.gather(tf.constant(idf), term)
         norms = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(weights), row, rows))
-        weights = weights / tf.maximum(tf.gather(norms, row), 1e-12)
-        return tf.scatter_nd(tf.stack([row, term], axis=1), weights, tf.stack([rows, size]))
+        return row, term, weights / tf.maximum(tf.gather(norms, row), 1e-12)
 
 
 class NgramIndex(tf.Module):

@@ -49,3 +49,29 @@ def test_input_signature_types(preprocessor):
     signature = preprocessor.input_signature()
     assert signature["n"].dtype == tf.float32 and signature["c"].dtype == tf.string
     assert all(spec.shape.as_list() == [None] for spec in signature.values())
+
+
+@pytest.mark.parametrize("numeric, categorical", [(["n"], ["c"]), ([], [])])
+def test_encode_writes_what_the_layer_computes(numeric, categorical):
+    """`encode` writes the text columns' nonzero entries into a zero matrix itself; the served graph scatters them
+    into dense rows (`call`). Both must agree, column for column, also with no numeric or categorical block."""
+    import tensorflow as tf
+
+    train = {"n": np.array([1.0, 2.0, np.nan], np.float32), "c": np.array(["x", "y", "x"], object),
+             "t": np.array(["buy new shoes", "return my shoes!", "Ünïcode café"], object),
+             "u": np.array(["card lost", "card", "lost lost"], object)}
+    rows = {"n": np.array([3.0, np.nan, 1.0, 0.0], np.float32), "c": np.array(["y", "x", "never", "x"], object),
+            "t": np.array(["Buy SHOES, buy!", "", "unseen words", "café shoes"], object),
+            "u": np.array(["lost card", "card card", "", "zz"], object)}
+    preprocessor = TabularPreprocessor(numeric, categorical, ["t", "u"],
+                                       text_settings=TextConfig(max_tokens=40)).adapt(train)
+    columns = {name: rows[name] for name in preprocessor.columns}
+    served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])
+    specs = preprocessor.input_signature()
+    expected = served({name: tf.constant(values, dtype=specs[name].dtype) for name, values in columns.items()})
+
+    encoded = preprocessor.encode(columns, batch_size=3)  # two chunks: the second's rows are offset
+
+    assert encoded.shape == (4, preprocessor.output_dim)
+    np.testing.assert_allclose(encoded, expected.numpy(), atol=1e-7)
+    assert np.count_nonzero(encoded[:, preprocessor.numeric_and_categorical_width:]) > 10
