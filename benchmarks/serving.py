@@ -32,7 +32,7 @@ the time of a batch), model.predict p50 >= 100x export p50 (one row), and agains
 p50 <= the peer's and batch rows/s >= the peer's. About 1 minute with the defaults on
 2 CPU cores. Usage::
 
-    python benchmarks/serving.py [--rows 5000] [--rounds 200] [--calls 20] [--batch 1024] [--batch-rounds 30]
+    python benchmarks/serving.py [--rows 5000] [--rounds 200] [--calls 20] [--batch 1024] [--batch-rounds 100]
 """
 
 import argparse
@@ -73,7 +73,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=200, help="single-row rounds (one model.predict each)")
     parser.add_argument("--calls", type=int, default=20, help="calls of the export and the bare model per round")
     parser.add_argument("--batch", type=int, default=1024, help="rows per call for the throughput table")
-    parser.add_argument("--batch-rounds", type=int, default=30)
+    parser.add_argument("--batch-rounds", type=int, default=100)
     args = parser.parse_args(argv)
 
     import keras
