@@ -11,7 +11,7 @@ import tensorflow as tf
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from kerasls.config import KeraslsError, TextConfig, build_config
-from kerasls.text_features import NgramIndex, TextTfidf, TextVocabularyCounter
+from kerasls.text_features import NgramIndex, TextTfidf, TextVocabularyCounter, lowercase
 
 TRAIN = [
     "I am still waiting on my card?", "What can I do if my card   still hasn't arrived after 2 weeks?", "",
@@ -122,3 +122,30 @@ def test_string_lookup_fallback_equals_integer_keys(monkeypatch):
     assert not any(isinstance(index, NgramIndex) for index, _ in looked_up.parts.values())
     rows = np.array(TRAIN + HELD_OUT, dtype=object)
     np.testing.assert_allclose(looked_up(rows).numpy(), keyed(rows).numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("batch", [
+    ["Refund PLEASE", "Top-Up", ""],  # ASCII: the bytewise op
+    ["Refund PLEASE", "ÉCOLE Été", "ΣΊΣΥΦΟΣ"],  # not ASCII: the Unicode op for the whole batch
+    [b"CARD \xff\xfe", b"ASCII ONLY", b"\xc3"],  # invalid UTF-8 is not ASCII: it still becomes U+FFFD
+])
+def test_lowercase_equals_the_unicode_op(batch):
+    strings = tf.constant(batch)
+    expected = tf.strings.lower(strings, encoding="utf-8").numpy()
+    assert list(lowercase(strings).numpy()) == list(expected)
+    assert list(tf.function(lowercase)(strings).numpy()) == list(expected)
+
+
+@pytest.mark.parametrize("texts", [TRAIN + HELD_OUT, ["Top-up FAILED twice", "card arrived?", "I'm OK", ""]])
+def test_a_batch_equals_its_rows_one_by_one(texts):
+    """Rows are weighed independently of their batch, also when the batch takes the other lowercasing op (an
+    all-ASCII batch against rows with accents); `entries` holds each (row, column) once."""
+    layer = fitted(TRAIN, max_tokens=100_000)
+    rows = np.array(texts * 4, dtype=object)
+    alone = np.concatenate([layer(rows[i:i + 1]).numpy() for i in range(len(rows))])
+    np.testing.assert_allclose(layer(rows).numpy(), alone, atol=1e-7)
+    row, column, weight = (value.numpy() for value in layer.entries(tf.constant(rows)))
+    rebuilt = np.zeros_like(alone)
+    rebuilt[row, column] = weight
+    np.testing.assert_allclose(rebuilt, alone, atol=1e-7)
+    assert len(set(zip(row, column))) == len(row)
