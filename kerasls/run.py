@@ -93,12 +93,18 @@ def create_run_folder(runs_dir, name=None, worker=None) -> RunFolder:
             path = runs_dir / f"{base}-{suffix}"
     if worker is not None:
         path = path / worker
-    if name is not None and (path / "metrics.json").exists():
+    if name is not None:
+        refuse_finished_run(path)
+    path.mkdir(parents=True, exist_ok=name is not None)
+    return RunFolder(path)
+
+
+def refuse_finished_run(path) -> None:
+    """A `--run-name` folder may hold an interrupted run (it resumes), not a finished one."""
+    if (Path(path) / "metrics.json").exists():
         raise KeraslsError(
             f"{path} already holds a finished run (metrics.json); choose another --run-name or delete that folder"
         )
-    path.mkdir(parents=True, exist_ok=name is not None)
-    return RunFolder(path)
 
 
 def worker_folder_name(config):
@@ -127,11 +133,14 @@ def parse_train_args(argv, description="Train a classifier"):
 
 def check_before_tensorflow(argv, schema=config_module.TabularConfig) -> None:
     """What `python train.py` checks before TensorFlow loads (which takes seconds): the command line, the config
-    (an unknown key or a bad value) and, for tables, that the data files exist and name the configured columns.
-    A mistake is one `error:` line and exit status 2 (`--debug`: the traceback), as later errors are."""
+    (an unknown key or a bad value), that `--run-name` is not a finished run and, for tables, that the data files
+    exist and name the configured columns. A mistake is one `error:` line and exit status 2 (`--debug`: the
+    traceback), as later errors are."""
     def check(argv):
         args = parse_train_args(argv)
         config = config_module.load_config(args.config, args.overrides, schema)
+        if args.run_name:
+            refuse_finished_run(Path(args.runs_dir).resolve() / args.run_name / (worker_folder_name(config) or ""))
         if isinstance(config, config_module.TabularConfig):
             tabular.check_files_and_columns(config.data, config.targets.soft_labels)
         elif not Path(config.data.train).exists():

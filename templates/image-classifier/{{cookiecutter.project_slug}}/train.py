@@ -44,7 +44,6 @@ def main(argv):
     feed = ImageFeed(config)
     print(feed.summary())
     results.check_validation_rows(config.calibration, feed.rows["val"])  # enough for calibration.conformal.alpha
-    run_folder = run.start_run(config, command_line)  # the data checked out: runs/<name>/ with the config
     guardrails.warn(config.targets, config.augment)
     batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
     train_data = feed.train_dataset(  # each epoch's order depends on (seed, epoch): exact crash resume
@@ -69,6 +68,8 @@ def main(argv):
         model = build_model(feed.input_shape, len(feed.classes), config.model)
         compile_model(model, config.training)
     model.summary()
+
+    run_folder = run.start_run(config, command_line)  # data and model checked out: runs/<name>/, the config
 
     # ## Training
     # TensorBoard, the best checkpoint and early stopping on the validation score (`val_nll`, or `val_soft_ce`
