@@ -82,12 +82,15 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
     diagram.bar(left[filled], gap_height[filled], bottom=gap_bottom[filled], width=width, align="edge",
                 facecolor="none", edgecolor="#c44e52", hatch="//", linewidth=0.8, label="gap to confidence")
     for x, top, count in zip(left[filled], np.maximum(accuracy, confidence)[filled], table["count"][filled]):
-        # rows per bin: a tall gap over a handful of rows weighs little in ECE
-        diagram.text(x + width / 2, min(top + 0.01, 0.97), str(int(count)), ha="center", va="bottom",
-                     fontsize="x-small", color="#444444")
+        # rows per bin, above the bar: a tall gap over a handful of rows weighs little in ECE
+        diagram.text(x + width / 2, top + 0.01, str(int(count)), ha="center", va="bottom", fontsize="small",
+                     color="#333333")
     diagram.plot([0, 1], [0, 1], linestyle="--", color="#555555", label="perfect calibration")
-    diagram.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title} — ECE {ece:.4f}")
-    diagram.legend(loc="upper left", fontsize="medium")
+    # headroom above 1 for the row counts and a one-line legend, so neither covers a bar
+    diagram.set(xlim=(0, 1), ylim=(0, 1.17), yticks=np.linspace(0, 1, 6), ylabel="accuracy",
+                title=f"{title} — ECE {ece:.4f}")
+    diagram.axhline(1.0, color="#bbbbbb", linewidth=0.8)
+    diagram.legend(loc="upper center", ncol=3, fontsize="small", frameon=False, borderaxespad=0.2)
     diagram.tick_params(labelbottom=False)
     share = table["count"] / max(int(table["count"].sum()), 1)
     histogram.bar(left, share, width=width, align="edge", color="#8c8c8c", edgecolor="white")
@@ -95,8 +98,9 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
     histogram.axvline(float(np.mean(top_confidence)), color="#c44e52", label="mean confidence")
     histogram.axvline(float(np.mean(np.argmax(probs, axis=1) == labels)), color="#4c72b0", linestyle="--",
                       label="accuracy")
-    histogram.set(xlim=(0, 1), xlabel="top-label confidence", ylabel="share of rows")
-    histogram.legend(loc="upper left", fontsize="medium", framealpha=0.9)
+    histogram.set(xlim=(0, 1), ylim=(0, max(float(share.max()), 1e-9) * 1.45), xlabel="top-label confidence",
+                  ylabel="share of rows")
+    histogram.legend(loc="upper center", ncol=2, fontsize="small", frameon=False, borderaxespad=0.2)
 
 
 def plot_reliability(probs_before, probs_after, labels, bins, path):
@@ -251,8 +255,9 @@ def _metrics_section(metrics):
              f"<tbody>{body}</tbody></table>",
              "<table><tbody>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in details) + "</tbody></table>",
              f'<p class="note">Accuracy, NLL, ECE, MCE, Brier, the confusion matrix and the automation table use '
-             f"unsmoothed observed classes: {observed}. ECE is top-label with equal-width bins. The temperature "
-             f"minimises {objective} and divides the logits, so accuracy is unchanged."
+             f"unsmoothed observed classes: {observed}. ECE is top-label with equal-width bins; MCE is the largest "
+             "gap of any one bin, so a bin of a few rows can move it a lot (the diagram shows each bin's rows). The "
+             f"temperature minimises {objective} and divides the logits, so accuracy is unchanged."
              + (" The soft rows compare the probabilities with the rows' own distributions q." if "soft_ce" in metrics
                 else "")
              + (f" The best epoch was picked by <code>{html.escape(ranking)}</code>." if ranking else "") + "</p>"]

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kerasls.config import ImageConfig, TabularConfig, dump_config, load_config, read_yaml
@@ -123,6 +124,8 @@ def summarise(records: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
     if records["seed"].nunique() > 1:
         summary = summary.join(grouped.std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", records.groupby("label_smoothing")["seed"].nunique())
+    if "n" in records:  # rows the metrics were measured on (the same for every run of a sweep)
+        summary["n"] = records.groupby("label_smoothing")["n"].first()
     return summary.reset_index()
 
 
@@ -154,7 +157,7 @@ def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, conf
         metrics = train_once(project, runs_dir, epsilon, seed, list(overrides), config)
         score = score or ranking_column(metrics)
         rows.append({"label_smoothing": epsilon, "seed": seed, "run": str(runs_dir / run_name(epsilon, seed)),
-                     "seconds": round(time.time() - started, 1),
+                     "seconds": round(time.time() - started, 1), "n": metrics.get("n"),
                      **{key: metrics[key] for key in dict.fromkeys([*COLUMNS, score])}})
     echo(progress_line(len(plan), len(plan), "done"))
     records = pd.DataFrame(rows)
@@ -205,6 +208,17 @@ def recommendation_sentence(summary: pd.DataFrame, best: float, score="val_nll_c
             + noise_sentence(summary, best, score))
 
 
+def error_bars(summary: pd.DataFrame, column: str):
+    """(half-widths or None, legend note) of `column`'s error bars: ± 1 std over seeds; with one seed, accuracy
+    gets its binomial standard error over the `n` rows, so a gap of a few rows does not look like a trend."""
+    if f"{column}_std" in summary:
+        return summary[f"{column}_std"], f" ± 1 std over {int(summary['seeds'].min())} seeds"
+    if column == "accuracy" and "n" in summary:
+        spread = np.sqrt(summary[column] * (1 - summary[column]) / summary["n"])
+        return spread, f" ± 1 standard error ({int(summary['n'].iloc[0])} rows)"
+    return None, ""
+
+
 def plot_sweep(summary: pd.DataFrame, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -216,8 +230,8 @@ def plot_sweep(summary: pd.DataFrame, path: Path) -> Path:
     for axes, columns, title in ((accuracy_axes, [("accuracy", "accuracy")], "Accuracy"),
                                  (ece_axes, [("ece", "ECE before T"), ("ece_calibrated", "ECE after T")], "ECE")):
         for column, label in columns:
-            std = summary.get(f"{column}_std")
-            axes.errorbar(eps, summary[column], yerr=None if std is None else std, marker="o", capsize=3, label=label)
+            spread, note = error_bars(summary, column)
+            axes.errorbar(eps, summary[column], yerr=spread, marker="o", capsize=3, label=label + note)
         axes.set_xlabel("label smoothing ε")
         axes.set_title(f"{title} against ε")
         axes.grid(alpha=0.3)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kerasls.errors import KeraslsError
-from kerasls.sweep import COLUMNS, parse_values, recommend, summarise
+from kerasls.sweep import COLUMNS, error_bars, parse_values, recommend, summarise
 
 
 def records(rows):
@@ -32,6 +32,19 @@ def test_summary_gives_mean_and_std_over_seeds():
 def test_single_seed_has_no_std_columns():
     summary = summarise(records([{"label_smoothing": 0.0, "seed": 1}, {"label_smoothing": 0.1, "seed": 1}]))
     assert not any(column.endswith("_std") for column in summary.columns)
+
+
+def test_error_bars_are_the_std_over_seeds_or_one_seeds_binomial_standard_error():
+    one_seed = summarise(records([{"label_smoothing": 0.0, "seed": 1, "accuracy": 0.81, "n": 500},
+                                  {"label_smoothing": 0.1, "seed": 1, "accuracy": 0.8, "n": 500}]))
+    spread, note = error_bars(one_seed, "accuracy")
+    assert list(spread) == pytest.approx([(0.81 * 0.19 / 500) ** 0.5, (0.8 * 0.2 / 500) ** 0.5])
+    assert note == " ± 1 standard error (500 rows)" and list(one_seed["n"]) == [500, 500]
+    assert error_bars(one_seed, "ece") == (None, "")
+    seeds = summarise(records([{"label_smoothing": 0.0, "seed": s, "accuracy": a, "n": 500}
+                               for s, a in ((1, 0.8), (2, 0.9))]))
+    spread, note = error_bars(seeds, "accuracy")
+    assert list(spread) == pytest.approx([0.0707107], rel=1e-5) and note == " ± 1 std over 2 seeds"
 
 
 def test_recommendation_is_lowest_validation_nll_after_temperature_ties_to_smaller_epsilon():
