@@ -24,10 +24,11 @@ def target_warnings(targets_config, augment_config=None) -> list[str]:
                 "targets.label_smoothing=0 to train on them as they are"
             )
     if augment_config is not None and epsilon > 0:
-        mixing = [name for name in ("mixup", "cutmix") if getattr(augment_config, name).probability > 0]
+        mixing = [name for key, name in (("mixup", "MixUp"), ("cutmix", "CutMix"))
+                  if getattr(augment_config, key).probability > 0]
         if mixing:
             found.append(
-                f"{' and '.join(m.capitalize() for m in mixing)} on top of label_smoothing={epsilon:g}: mixed "
+                f"{' and '.join(mixing)} on top of label_smoothing={epsilon:g}: mixed "
                 "targets are already soft and are smoothed again by the loss; a smaller ε is usually enough"
             )
     return found

@@ -23,7 +23,8 @@ def serving_inputs(frame: pd.DataFrame, input_specs: dict, source="input") -> di
     missing = [name for name in input_specs if name not in frame.columns]
     if missing:
         raise KeraslsError(f"{source}: column(s) {missing} needed by the export are missing; columns are "
-                           f"{list(frame.columns)}")
+                           f"{list(frame.columns)} (add them to the file: the export takes the columns it was "
+                           "trained on, by name)")
     tensors = {}
     for name, spec in input_specs.items():
         column = frame[name]

@@ -176,6 +176,6 @@ def test_guardrails_name_what_compounds():
     assert "q(1-0.1) + 0.1/K" in message and "targets.label_smoothing=0" in message
     [mixing] = target_warnings(TargetsConfig(label_smoothing=0.1),
                                AugmentConfig(mixup={"alpha": 0.2, "probability": 0.5}))
-    assert mixing.startswith("Mixup on top of label_smoothing=0.1")
+    assert mixing.startswith("MixUp on top of label_smoothing=0.1")
     mixing = AugmentConfig(mixup={"alpha": 0.2, "probability": 0.5})
     assert target_warnings(TargetsConfig(label_smoothing=0.0), mixing) == []

@@ -73,7 +73,7 @@ def test_load_splits_happy_path(tmp_path):
     [
         ("", None, {}, r"train.csv: the file is empty"),
         ("x,intent\n", None, {}, r"train.csv: has a header but no data rows"),
-        (GOOD, None, {"label": "target"}, r"train.csv: label column 'target' not found.*set data.label"),
+        (GOOD, None, {"label": "target"}, r"train.csv: label column 'target' not found.*fix data.label"),
         ("x,intent\n1,\n2,\n", None, {}, r"train.csv: label column 'intent' is empty .* fill in the class names"),
         ("x,intent\n1,a\n2,a\n", None, {}, r"label column 'intent' has one class only"),
         ("x,intent\n1,a\nabc,b\n", None, {"features": {"numeric": ["x"]}},

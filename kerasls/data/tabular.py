@@ -154,9 +154,10 @@ def check_files_and_columns(config: DataConfig, soft=None) -> None:
 
 
 def missing_column_error(path, name, role, columns) -> KeraslsError:
-    """"<path>: <role> column <name> not found; columns are [...] (the key to fix)"; role is "label" or "feature"."""
-    return KeraslsError(f"{path}: {role} column {name!r} not found; columns are {list(columns)}"
-                        + (" (set data.label)" if role == "label" else " (fix data.features)"))
+    """"<path>: <role> column <name> not found; columns are [...] (the two fixes)"; role is "label" or "feature"."""
+    fix = "data.label" if role == "label" else "data.features"
+    return KeraslsError(f"{path}: {role} column {name!r} not found; columns are {list(columns)} (add the column "
+                        f"to the file, or fix {fix})")
 
 
 def _looks_like_text(values: pd.Series) -> bool:
