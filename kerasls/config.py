@@ -37,7 +37,7 @@ class TextSettings(_Section):
 
     ngrams: int = Field(2, ge=0, le=5)  # word n-grams of 1..ngrams tokens; 0 = no word features
     char_ngrams: Optional[tuple[int, int]] = (2, 5)  # [min, max] characters within word boundaries; null = none
-    max_tokens: int = Field(5000, ge=10)  # size of each vocabulary (word n-grams; character n-grams)
+    max_tokens: int = Field(10000, ge=10)  # size of each vocabulary (word n-grams; character n-grams)
     sublinear_tf: bool = True  # 1 + ln(tf) instead of tf
 
     @model_validator(mode="after")

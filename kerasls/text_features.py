@@ -53,7 +53,7 @@ def lowercase(strings):
 
 
 class TextTfidf(keras.layers.Layer):
-    def __init__(self, ngrams=2, char_ngrams=(2, 5), max_tokens=5000, sublinear_tf=True, **kwargs):
+    def __init__(self, ngrams=2, char_ngrams=(2, 5), max_tokens=10000, sublinear_tf=True, **kwargs):
         """Defaults: those of `config.TextSettings` (`data.text`)."""
         kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=False, **kwargs)
