@@ -82,8 +82,8 @@ def new_run_name() -> str:
 def create_run_folder(runs_dir, name=None, worker=None) -> RunFolder:
     """`runs_dir/<name>/`, or `runs_dir/<name>/<worker>/` for a non-chief worker of a multi-worker run."""
     runs_dir = Path(runs_dir).resolve()
-    if name is not None and (not name or "/" in name or name in (".", "..")):
-        raise KeraslsError(f"--run-name {name!r}: use a plain folder name such as 'baseline'")
+    if name is not None:
+        check_run_name(name)
     base = name or new_run_name()
     path = runs_dir / base
     if name is None:
@@ -97,6 +97,11 @@ def create_run_folder(runs_dir, name=None, worker=None) -> RunFolder:
         refuse_finished_run(path)
     path.mkdir(parents=True, exist_ok=name is not None)
     return RunFolder(path)
+
+
+def check_run_name(name: str) -> None:
+    if not name or "/" in name or name in (".", ".."):
+        raise KeraslsError(f"--run-name {name!r}: use a plain folder name such as 'baseline'")
 
 
 def refuse_finished_run(path) -> None:
@@ -139,7 +144,8 @@ def check_before_tensorflow(argv, schema=config_module.TabularConfig) -> None:
     def check(argv):
         args = parse_train_args(argv)
         config = config_module.load_config(args.config, args.overrides, schema)
-        if args.run_name:
+        if args.run_name is not None:
+            check_run_name(args.run_name)
             refuse_finished_run(Path(args.runs_dir).resolve() / args.run_name / (worker_folder_name(config) or ""))
         if isinstance(config, config_module.TabularConfig):
             tabular.check_files_and_columns(config.data, config.targets.soft_labels)

@@ -213,9 +213,10 @@ def error_bars(summary: pd.DataFrame, column: str):
     gets its binomial standard error over the `n` rows, so a gap of a few rows does not look like a trend."""
     if f"{column}_std" in summary:
         return summary[f"{column}_std"], f" ± 1 std over {int(summary['seeds'].min())} seeds"
-    if column == "accuracy" and "n" in summary:
-        spread = np.sqrt(summary[column] * (1 - summary[column]) / summary["n"])
-        return spread, f" ± 1 standard error ({int(summary['n'].iloc[0])} rows)"
+    rows = pd.to_numeric(summary["n"], errors="coerce") if "n" in summary else None
+    if column == "accuracy" and rows is not None and rows.notna().all():  # runs made before `n`: no bars
+        spread = np.sqrt(summary[column] * (1 - summary[column]) / rows)
+        return spread, f" ± 1 standard error ({int(rows.iloc[0])} rows)"
     return None, ""
 
 

@@ -35,14 +35,16 @@ from kerasls.config import check_text_settings
 NOT_WORD_CHARACTERS = r"[^\pL\pN_\s]+"
 
 
-ASCII_TEXT = r"[\x00-\x7f]*"
+# ASCII without NUL: TensorFlow's Unicode op ends a string at its first NUL byte, the bytewise op does not
+ASCII_TEXT = r"[\x01-\x7f]*"
 
 
 def lowercase(strings):
     """`tf.strings.lower(strings, encoding="utf-8")`, by the bytewise ASCII op where the text is ASCII: Unicode
     case mapping costs about three times as much (280 against 90 us on 1,024 Banking77 rows). One check of the
     whole batch (14 us) takes the fast op for all of it; a batch with some other text (Banking77: 3 to 5 rows in
-    1,024, for £ and €) maps only those rows. Invalid UTF-8 counts as not ASCII, so it still becomes U+FFFD."""
+    1,024, for £ and €) maps only those rows. Invalid UTF-8 and NUL bytes count as not ASCII, so they still become
+    U+FFFD and the end of the string."""
     def by_row():
         other = tf.where(~tf.strings.regex_full_match(strings, ASCII_TEXT))
         return tf.tensor_scatter_nd_update(tf.strings.lower(strings), other,

@@ -45,6 +45,8 @@ def test_error_bars_are_the_std_over_seeds_or_one_seeds_binomial_standard_error(
                                for s, a in ((1, 0.8), (2, 0.9))]))
     spread, note = error_bars(seeds, "accuracy")
     assert list(spread) == pytest.approx([0.0707107], rel=1e-5) and note == " ± 1 std over 2 seeds"
+    older = summarise(records([{"label_smoothing": 0.0, "seed": 1, "n": 500}, {"label_smoothing": 0.1, "seed": 1}]))
+    assert error_bars(older, "accuracy") == (None, "")  # a reused run from before `n` was recorded: no bars
 
 
 def test_recommendation_is_lowest_validation_nll_after_temperature_ties_to_smaller_epsilon():

@@ -58,6 +58,18 @@ def test_every_choice_renders_without_leftover_jinja(tmp_path, template, choices
 
 
 @pytest.mark.parametrize("template", sorted(available_templates()))
+@pytest.mark.parametrize("epsilon", ["0", "0.050000000000001"])
+def test_label_smoothing_of_any_length_reads_back_with_its_comments_aligned(tmp_path, template, epsilon):
+    """The config's comments are padded into one column; a long value must still end before its comment."""
+    project = render_template(template, output_dir=tmp_path, extra_context={"project_slug": "p",
+                                                                           "label_smoothing": epsilon})
+    config = load_config(project / "config.yaml", schema=SCHEMAS[template])
+    assert config.targets.label_smoothing == float(epsilon)
+    line = next(line for line in (project / "config.yaml").read_text().splitlines() if "label_smoothing:" in line)
+    assert line.index(" # ") >= 32
+
+
+@pytest.mark.parametrize("template", sorted(available_templates()))
 def test_plain_cookiecutter_gives_the_same_project(tmp_path, template):
     subprocess.run([str(Path(sys.executable).parent / "cookiecutter"), str(templates_root() / template), "--no-input",
                     "-o", str(tmp_path / "plain")], check=True, capture_output=True)

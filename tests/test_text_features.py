@@ -128,6 +128,7 @@ def test_string_lookup_fallback_equals_integer_keys(monkeypatch):
     ["Refund PLEASE", "Top-Up", ""],  # ASCII: the bytewise op
     ["Refund PLEASE", "ÉCOLE Été", "ΣΊΣΥΦΟΣ"],  # not ASCII: the Unicode op for the whole batch
     [b"CARD \xff\xfe", b"ASCII ONLY", b"\xc3"],  # invalid UTF-8 is not ASCII: it still becomes U+FFFD
+    [b"AB\x00CD", b"ASCII ONLY"],  # the Unicode op ends a string at NUL
 ])
 def test_lowercase_equals_the_unicode_op(batch):
     strings = tf.constant(batch)
