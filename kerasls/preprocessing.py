@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasls.arrays import aligned_zeros
 from kerasls.text_features import TextTfidf, TextVocabularyCounter
 
 
@@ -130,7 +131,7 @@ class TabularPreprocessor(keras.layers.Layer):
         one zero matrix: with n-grams a row is tens of thousands of floats, nearly all zero, and dense chunks cost
         three passes over them (the scatter, the copy out of TensorFlow, the copy into the matrix)."""
         num_rows = len(next(iter(columns.values())))
-        encoded = np.zeros((num_rows, self.output_dim), dtype=np.float32)
+        encoded = aligned_zeros((num_rows, self.output_dim))  # TensorFlow can train from it without a copy
         specs = self.input_signature()
         if self._encode_function is None:
             self._encode_function = tf.function(self.encoding_parts, input_signature=[specs])

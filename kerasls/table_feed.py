@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from kerasls import targets as soft_targets
 from kerasls import teacher
+from kerasls.arrays import shared_tensor
 from kerasls.data import streaming, tabular
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, without_static_rewrites
 from kerasls.export import Serving, tabular_serving
@@ -116,7 +117,8 @@ class TableFeed:
         """(encoded rows, training targets) batches of `split` in file order, for validation during `fit`."""
         if self.streaming:
             return self.stream.dataset(split, batch_size)
-        dataset = tf.data.Dataset.from_tensor_slices((self.encoded(split), self.training_targets(split)))
+        dataset = tf.data.Dataset.from_tensor_slices((shared_tensor(self.encoded(split)),
+                                                      shared_tensor(self.training_targets(split))))
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(without_static_rewrites())
 
     # -- what evaluation and serving read -------------------------------------------------------------------

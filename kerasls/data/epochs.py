@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from kerasls.arrays import shared_tensor
+
 _EPOCH = None
 
 
@@ -56,7 +58,7 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
     """
     count = len(features)
     row_bytes = features[:1].nbytes + targets[:1].nbytes
-    features, targets = tf.constant(features), tf.constant(targets)
+    features, targets = shared_tensor(features), shared_tensor(targets)  # no copy of an aligned table
     drop_remainder = drop_remainder and count >= batch_size
     steps = count // batch_size
     full = steps * batch_size
