@@ -62,13 +62,16 @@ PREPROCESS_UNIGRAMS = "(h) the same preprocessing with n-grams off (text: word u
 
 def use_banking77_text(project: Path) -> None:
     """Replace the text column of the project's bench tables by Banking77 messages (training messages in the
-    training table, test messages in the validation table, cycled), keeping their share of empty text."""
+    training table, test messages in the validation table, cycled), keeping their share of empty text. The files
+    are those of `examples/banking77.yaml`, as in `text_peer.py`."""
     import pandas as pd
 
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
-    for table, source in (("bench_train.csv", "train.csv"), ("bench_val.csv", "test.csv")):
+    from kerasls.config import load_config
+
+    data = load_config(Path(__file__).resolve().parents[1] / "examples" / "banking77.yaml").data
+    for table, source in (("bench_train.csv", data.train), ("bench_val.csv", data.test)):
         frame = pd.read_csv(project / "data" / table, keep_default_na=False)
-        messages = pd.read_csv(data / source)["text"].astype(str).to_numpy()
+        messages = pd.read_csv(source)[data.features.text[0]].astype(str).to_numpy()
         filled = frame["search_query"] != ""
         frame.loc[filled, "search_query"] = np.resize(messages, int(filled.sum()))
         frame.to_csv(project / "data" / table, index=False)

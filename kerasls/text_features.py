@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasls.config import check_text_settings
+from kerasls.config import TextSettings, check_text_settings
 
 # What is not a letter, digit or underscore separates word tokens: runs of it become one space, except ASCII
 # whitespace, which `tf.strings.split` splits on anyway (rewriting every space cost twice the split).
@@ -54,9 +54,12 @@ def lowercase(strings):
     return tf.cond(ascii_only, lambda: tf.strings.lower(strings), by_row)
 
 
+_DEFAULTS = TextSettings()  # `data.text`'s defaults: one place for the layer and the config
+
+
 class TextTfidf(keras.layers.Layer):
-    def __init__(self, ngrams=2, char_ngrams=(2, 5), max_tokens=10000, sublinear_tf=True, **kwargs):
-        """Defaults: those of `config.TextSettings` (`data.text`)."""
+    def __init__(self, ngrams=_DEFAULTS.ngrams, char_ngrams=_DEFAULTS.char_ngrams, max_tokens=_DEFAULTS.max_tokens,
+                 sublinear_tf=_DEFAULTS.sublinear_tf, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=False, **kwargs)
         check_text_settings(ngrams, char_ngrams)
