@@ -32,13 +32,14 @@ class TabularPreprocessor(keras.layers.Layer):
         self.categorical = list(categorical)
         self.text = list(text)
         self.lookups = {}
+        self.category_sizes = {}  # categorical column -> its one-hot width (vocabulary + OOV slot), a Python int
         self.vectorizers = {
             name: TextTfidf(**(text_settings.settings(name).model_dump() if text_settings else {}),
                             name=f"tfidf_{name}")
             for name in self.text
         }
         self._adapted = False
-        self._encode_function = None  # `encoding_parts` traced for `encode`, made on first use
+        self._encode_function = None  # `entries` traced for `encode`, made on first use
 
     @property
     def columns(self):
@@ -73,9 +74,11 @@ class TabularPreprocessor(keras.layers.Layer):
 
     def set_vocabulary(self, name, vocabulary):
         """One-hot lookup of categorical column `name` over `vocabulary` (most frequent first), plus an OOV slot."""
+        vocabulary = [str(v) for v in vocabulary]
         self.lookups[name] = keras.layers.StringLookup(
-            vocabulary=[str(v) for v in vocabulary], num_oov_indices=1, output_mode="one_hot", name=f"lookup_{name}"
-        )
+            vocabulary=vocabulary, num_oov_indices=1, output_mode="int", name=f"lookup_{name}"
+        )  # index 0: out of vocabulary; `entries` places the one
+        self.category_sizes[name] = len(vocabulary) + 1
 
     def text_counters(self) -> dict:
         """{text column: `TextVocabularyCounter`}: feed them the column's text, then `finish()` each."""
@@ -92,56 +95,64 @@ class TabularPreprocessor(keras.layers.Layer):
 
     @property
     def numeric_and_categorical_width(self) -> int:
-        return len(self.numeric) + sum(lookup.vocabulary_size() for lookup in self.lookups.values())
+        return len(self.numeric) + sum(self.category_sizes.values())
 
     def call(self, inputs):
-        parts = self.numeric_and_categorical(inputs)
-        parts += [self.vectorizers[name](inputs[name]) for name in self.text]
-        return tf.concat(parts, axis=1)
+        """[N, output_dim]: the numeric block, one one-hot block per categorical column, one TF-IDF block per text
+        column, written by one SparseToDense of `entries`: concatenating the blocks (and making each one-hot block
+        first) cost about 5% of a 1,024-row export call (benchmarks/serving.py)."""
+        position, weight = self.entries(inputs)
+        rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
+        width = self.output_dim
+        # the positions are distinct, in no particular order, which SparseToDense takes unvalidated
+        flat = tf.raw_ops.SparseToDense(sparse_indices=position, output_shape=tf.reshape(rows * width, [1]),
+                                        sparse_values=weight, default_value=tf.constant(0.0), validate_indices=False)
+        return tf.reshape(flat, tf.stack([rows, width]))
 
-    def numeric_and_categorical(self, inputs) -> list:
-        """The encoded numeric block and one-hot blocks, in `call`'s column order."""
+    def entries(self, inputs):
+        """(position, weight), both [E]: every entry of `call`'s output that may be nonzero, each once, at
+        position row * output_dim + column. `encode` writes them into its matrix itself."""
         if not self._adapted:
             raise RuntimeError("TabularPreprocessor.adapt() must run before the layer is called")
+        rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
+        width = self.output_dim
+        row_start = tf.range(rows) * width
         parts = []
         if self.numeric:
             matrix = tf.stack([tf.cast(inputs[name], tf.float32) for name in self.numeric], axis=1)
             matrix = tf.where(tf.math.is_nan(matrix), self.numeric_median, matrix)
-            parts.append((matrix - self.numeric_mean) / self.numeric_std)
+            position = row_start[:, tf.newaxis] + tf.range(len(self.numeric), dtype=tf.int64)
+            parts.append((tf.reshape(position, [-1]),
+                          tf.reshape((matrix - self.numeric_mean) / self.numeric_std, [-1])))
+        offset = len(self.numeric)
+        ones = tf.ones([rows], tf.float32)
         for name in self.categorical:
-            parts.append(tf.cast(self.lookups[name](inputs[name]), tf.float32))
-        return parts
-
-    def encoding_parts(self, inputs):
-        """What `encode` writes: the numeric and one-hot columns [N, D] (D may be 0), then each text column's
-        nonzero entries (row, column, weight) with columns numbered as in `call`'s output."""
-        parts = self.numeric_and_categorical(inputs)
-        dense = tf.concat(parts, axis=1) if parts else tf.zeros([tf.size(inputs[self.text[0]]), 0])
-        offset, text = self.numeric_and_categorical_width, []
+            index = tf.cast(self.lookups[name](inputs[name]), tf.int64)  # 0: out of vocabulary
+            parts.append((row_start + (index + offset), ones))
+            offset += self.category_sizes[name]
         for name in self.text:
             row, column, weight = self.vectorizers[name].entries(inputs[name])
-            text.append((row, column + offset, weight))
+            parts.append((row * width + (column + offset), weight))
             offset += self.vectorizers[name].output_dim
-        return dense, text
+        return tuple(tf.concat(values, axis=0) for values in zip(*parts))
 
     def encode(self, columns: dict, batch_size=8192) -> np.ndarray:
         """Run the layer over numpy columns in chunks; returns the float32 feature matrix, equal to `call`'s.
 
-        Traced once (eager n-gram ops cost ~2x). The text columns come back as their nonzero entries, written into
-        one zero matrix: with n-grams a row is tens of thousands of floats, nearly all zero, and dense chunks cost
-        three passes over them (the scatter, the copy out of TensorFlow, the copy into the matrix)."""
+        Traced once (eager n-gram ops cost ~2x). It writes the layer's `entries` into one zero matrix itself: with
+        n-grams a row is tens of thousands of floats, nearly all zero, and dense chunks cost three passes over them
+        (the scatter, the copy out of TensorFlow, the copy into the matrix)."""
         num_rows = len(next(iter(columns.values())))
         encoded = aligned_zeros((num_rows, self.output_dim))  # TensorFlow can train from it without a copy
+        flat = encoded.reshape(-1)  # a view: the matrix is contiguous
         specs = self.input_signature()
         if self._encode_function is None:
-            self._encode_function = tf.function(self.encoding_parts, input_signature=[specs])
+            self._encode_function = tf.function(self.entries, input_signature=[specs])
         for start in range(0, num_rows, batch_size):
             batch = {name: tf.constant(np.asarray(columns[name][start:start + batch_size]), dtype=specs[name].dtype)
                      for name in self.columns}
-            dense, text = self._encode_function(batch)
-            encoded[start:start + batch_size, :dense.shape[1]] = dense.numpy()
-            for row, column, weight in text:
-                encoded[start + row.numpy(), column.numpy()] = weight.numpy()
+            position, weight = self._encode_function(batch)
+            flat[start * self.output_dim + position.numpy()] = weight.numpy()
         return encoded
 
     def input_signature(self) -> dict:

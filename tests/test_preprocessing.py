@@ -75,3 +75,39 @@ def test_encode_writes_what_the_layer_computes(numeric, categorical):
     assert encoded.shape == (4, preprocessor.output_dim)
     np.testing.assert_allclose(encoded, expected.numpy(), atol=1e-7)
     assert np.count_nonzero(encoded[:, preprocessor.numeric_and_categorical_width:]) > 10
+
+
+def test_layer_output_is_the_blocks_side_by_side():
+    """`call` writes every block with one sparse scatter; it must equal the blocks built on their own: the
+    standardised numeric columns, a one-hot block per categorical column (OOV first), then each text column's
+    `TextTfidf` output (tested against scikit-learn in test_text_features.py)."""
+    import tensorflow as tf
+
+    train = {"a": np.array([1.0, 2.0, np.nan, 4.0], np.float32), "b": np.array([0.5, 0.5, 1.5, np.nan], np.float32),
+             "c": np.array(["x", "y", "x", "z"], object), "d": np.array(["p", "p", "q", "p"], object),
+             "t": np.array(["buy shoes", "return shoes", "buy", ""], object)}
+    rows = {"a": np.array([3.0, np.nan, 0.0], np.float32), "b": np.array([np.nan, 2.0, 1.0], np.float32),
+            "c": np.array(["z", "never", "x"], object), "d": np.array(["q", "p", ""], object),
+            "t": np.array(["Buy new shoes", "", "return"], object)}
+    preprocessor = TabularPreprocessor(["a", "b"], ["c", "d"], ["t"],
+                                       text_settings=TextConfig(max_tokens=30)).adapt(train)
+    specs = preprocessor.input_signature()
+    served = tf.function(preprocessor.call, input_signature=[specs])(
+        {name: tf.constant(values, dtype=specs[name].dtype) for name, values in rows.items()}).numpy()
+
+    blocks = []
+    for name in ["a", "b"]:
+        known = train[name][~np.isnan(train[name])]
+        filled = np.where(np.isnan(train[name]), np.median(known), train[name])
+        value = np.where(np.isnan(rows[name]), np.median(known), rows[name])
+        blocks.append(((value - filled.mean()) / filled.std())[:, None])
+    for name, vocabulary in (("c", ["[UNK]", "x", "y", "z"]), ("d", ["[UNK]", "p", "q"])):
+        assert preprocessor.lookups[name].get_vocabulary() == vocabulary
+        blocks.append(np.array([[float(value == slot) if value in vocabulary else float(slot == "[UNK]")
+                                 for slot in vocabulary] for value in rows[name]]))
+    blocks.append(preprocessor.vectorizers["t"](tf.constant(rows["t"].astype(str))).numpy())
+    expected = np.concatenate(blocks, axis=1)
+
+    assert served.shape == expected.shape == (3, preprocessor.output_dim)
+    np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(preprocessor.encode(rows), expected, rtol=1e-6, atol=1e-7)
