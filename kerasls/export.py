@@ -88,10 +88,25 @@ def next_version(export_root) -> int:
     return max(versions, default=0) + 1
 
 
+# Up to this many classes the export computes softmax as exp(log_softmax): on x86 CPUs TensorFlow runs Softmax
+# through oneDNN (its default), whose kernel costs a fixed 110-210 us per 1,024 rows whatever the number of classes,
+# against 25-55 us for exp(log_softmax) with 2-20 classes (and more than Softmax from 40 classes up). One row costs
+# the same either way; the two agree to float32 rounding.
+FEW_CLASSES = 20
+
+
+def calibrated_probabilities(logits, temperature):
+    """softmax(logits / T) over the last axis (see FEW_CLASSES)."""
+    scaled = logits / temperature
+    if scaled.shape[-1] is not None and scaled.shape[-1] <= FEW_CLASSES:
+        return tf.exp(tf.nn.log_softmax(scaled, axis=-1))
+    return tf.nn.softmax(scaled, axis=-1)
+
+
 def classifier_outputs(logits, temperature, class_names, set_predictor=None):
     """The serving outputs from logits: the one place temperature, class names and prediction sets are applied."""
     logits = tf.cast(logits, tf.float32)
-    probabilities = tf.nn.softmax(logits / temperature, axis=-1)
+    probabilities = calibrated_probabilities(logits, temperature)
     class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
     outputs = {
         "probabilities": probabilities,
