@@ -26,13 +26,15 @@ in; preprocessing, model, temperature and class names in one graph), loads the e
 
 Single-row latency: `--rounds` rounds, each `--calls` calls of (a), (b), (d), (e) in turn (the order rotated
 call by call), then one call of (c); every call is timed on its own (p50 and p99 over all calls; outputs are
-fetched as numpy). Batch throughput: `--batch-rounds` rounds of one call each on `--batch` rows. Garbage
+fetched as numpy). Batch throughput: `--batch-rounds` rounds of one call each on `--batch` rows; the batch
+target against the peer is the median over rounds of the ratio within a round (a run's ratio of the two medians
+moved by ±4% from run to run with the machine's state). Garbage
 collection is off while timing (as `timeit` does). Targets: export <= 1.5x the bare model (one-row p50, and
 the time of a batch), model.predict p50 >= 100x export p50 (one row), and against the peer (f): export one-row
-p50 <= the peer's and batch rows/s >= the peer's. About 1 minute with the defaults on
+p50 <= the peer's and batch rows/s >= the peer's. About 1.5 minutes with the defaults on
 2 CPU cores. Usage::
 
-    python benchmarks/serving.py [--rows 5000] [--rounds 200] [--calls 20] [--batch 1024] [--batch-rounds 100]
+    python benchmarks/serving.py [--rows 5000] [--rounds 200] [--calls 20] [--batch 1024] [--batch-rounds 300]
                                  [--text synthetic|banking77]
 
 `--text banking77` fills the text column with Banking77 messages (a vocabulary of ~2,300 words instead of the
@@ -94,7 +96,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=200, help="single-row rounds (one model.predict each)")
     parser.add_argument("--calls", type=int, default=20, help="calls of the export and the bare model per round")
     parser.add_argument("--batch", type=int, default=1024, help="rows per call for the throughput table")
-    parser.add_argument("--batch-rounds", type=int, default=100)
+    parser.add_argument("--batch-rounds", type=int, default=300)
     parser.add_argument("--text", choices=["synthetic", "banking77"], default="synthetic",
                         help="the text column: the generator's queries (a vocabulary of about 140 words) or "
                              "Banking77 messages (../shared/data; about 2,300 words), for a realistic vocabulary")
@@ -288,10 +290,15 @@ def main(argv=None):
     print(f"model.predict / export, one row p50 = {speedup:.0f}x (target >= 100): "
           f"{'PASS' if speedup >= 100 else 'MISS'}")
     like_for_like = p50[EXPORT_UNIGRAMS] <= p50[PEER]
+    # batch: each round times (a2) and the peer back to back, so the ratio per round is free of the machine's drift
+    paired = np.asarray(throughput[PEER]) / np.asarray(throughput[EXPORT_UNIGRAMS])
+    batch_ratio = float(np.median(paired))
     print(f"export with the peer's text features (a2) / peer: one row p50 "
           f"{p50[EXPORT_UNIGRAMS] / p50[PEER]:.2f} (target <= 1): {'PASS' if like_for_like else 'MISS'}; "
-          f"batch rows/s {rows_per_second[EXPORT_UNIGRAMS] / rows_per_second[PEER]:.2f} (target >= 1): "
-          f"{'PASS' if rows_per_second[EXPORT_UNIGRAMS] >= rows_per_second[PEER] else 'MISS'}")
+          f"batch rows/s {batch_ratio:.2f} (median of {len(paired)} rounds' ratios, quartiles "
+          f"{np.percentile(paired, 25):.2f}-{np.percentile(paired, 75):.2f}; ratio of the medians "
+          f"{rows_per_second[EXPORT_UNIGRAMS] / rows_per_second[PEER]:.2f}) (target >= 1): "
+          f"{'PASS' if batch_ratio >= 1 else 'MISS'}")
     print(f"export / keras FeatureSpace peer export, one row p50 = {p50[export_name] / p50[PEER]:.2f} (target <= 1): "
           f"{'PASS' if p50[export_name] <= p50[PEER] else 'MISS'}")
     print(f"export / peer, batch {args.batch} rows/s = {rows_per_second[export_name] / rows_per_second[PEER]:.2f} "
