@@ -94,3 +94,33 @@ def test_text_peer_trains_both_systems_and_prints_accuracy_time_and_sets(tmp_pat
     assert rows[0].startswith("scikit-learn word 1-2 + char_wb 2-5") and rows[1].startswith("kerasls `config.yaml`")
     assert len(re.findall(r"^target .*: (met|MISSED)", stdout, re.M)) == 3, stdout
     assert any(row.startswith("kerasls seed 1") for row in rows) and any(row.startswith("MAPIE") for row in rows)
+
+
+def test_serving_banking77_text_puts_banking77_messages_in_the_text_column(tmp_path):
+    """`serving.py --text banking77`: the bench tables' text column holds Banking77 messages (training messages in
+    the training table, test messages in the validation table), its empty rows stay empty, nothing else changes."""
+    import importlib.util
+
+    import pandas as pd
+
+    from kerasls.config import load_config
+
+    spec = importlib.util.spec_from_file_location("serving_benchmark", BENCHMARKS / "serving.py")
+    serving = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serving)
+    project, _ = serving.render_project(tmp_path, 300, 100)
+    before = {table: pd.read_csv(project / "data" / table, keep_default_na=False)
+              for table in ("bench_train.csv", "bench_val.csv")}
+
+    serving.use_banking77_text(project)
+
+    data = load_config(BENCHMARKS.parent / "examples" / "banking77.yaml").data
+    for (table, frame), source in zip(before.items(), (data.train, data.test)):
+        after = pd.read_csv(project / "data" / table, keep_default_na=False)
+        messages = set(pd.read_csv(source)[data.features.text[0]].astype(str))
+        empty = frame["search_query"] == ""
+        assert 0 < empty.sum() < len(frame)
+        assert (after["search_query"][empty] == "").all()
+        assert after["search_query"][~empty].isin(messages).all()
+        assert not after["search_query"][~empty].isin(frame["search_query"]).any()
+        pd.testing.assert_frame_equal(after.drop(columns="search_query"), frame.drop(columns="search_query"))

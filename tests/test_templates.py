@@ -191,3 +191,35 @@ def test_generated_makefile_finds_a_python_with_kerasls_or_says_what_to_do(tmp_p
     venv = {**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     planned = subprocess.run(["make", "-n", "train"], cwd=project, env=venv, capture_output=True, text=True)
     assert planned.returncode == 0 and "python train.py" in planned.stdout, planned.stdout + planned.stderr
+
+
+TENSORFLOW_BLOCKER = r"""
+import builtins, runpy, sys
+real_import = builtins.__import__
+def guarded_import(name, *args, **kwargs):
+    if name.split(".")[0] in ("tensorflow", "keras"):
+        raise SystemExit("imported " + name + " before the check")
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = guarded_import
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("template", ["tabular-intent", "image-classifier"])
+@pytest.mark.parametrize("args, expected", [
+    (["training.epoch=3"], "training.epoch"),
+    (["--run-name", "done"], "already holds a finished run"),
+    (["--run-name", "a/b"], "plain folder name"),
+], ids=["misspelt_key", "finished_run", "bad_run_name"])
+def test_train_py_refuses_before_tensorflow_loads(tmp_path, template, args, expected):
+    """README promises these mistakes cost about a second, not TensorFlow's import (~4 s): `python train.py` with
+    every TensorFlow or Keras import made to fail still gives the one-line error, exit status 2."""
+    project = render_template(template, tmp_path, {"project_slug": "early"})
+    (project / "runs" / "done").mkdir(parents=True)
+    (project / "runs" / "done" / "metrics.json").write_text("{}")
+    result = subprocess.run([sys.executable, "-c", TENSORFLOW_BLOCKER, *args], cwd=project, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+    assert "before the check" not in result.stderr and "Traceback" not in result.stderr
