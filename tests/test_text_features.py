@@ -150,3 +150,22 @@ def test_a_batch_equals_its_rows_one_by_one(texts):
     rebuilt[row, column] = weight
     np.testing.assert_allclose(rebuilt, alone, atol=1e-7)
     assert len(set(zip(row, column))) == len(row)
+
+
+@pytest.mark.parametrize("shortest, longest", [(1, 1), (2, 5), (1, 3)])
+def test_ngram_index_returns_every_ngram_grouped_by_sequence(shortest, longest):
+    """`character_ngrams` builds a ragged tensor from `NgramIndex`'s sequence ids unvalidated: they must come in
+    order. The index of each n-gram is the vocabulary position of its string, -1 when unseen; beyond unigrams, an
+    n-gram with a unit no vocabulary entry has is left out (it cannot be in the vocabulary)."""
+    words = ["card", "cart", "a", "", "arrived", "card"]
+    grams = sorted({w[i:i + n] for w in words[:3] for n in range(shortest, longest + 1) for i in range(len(w) - n + 1)})
+    index = NgramIndex.build([list(gram) for gram in grams], longest)
+    units = tf.strings.unicode_split(tf.constant(words), "UTF-8")
+    sequence, position = (value.numpy() for value in index(units, shortest))
+
+    assert np.all(np.diff(sequence) >= 0)
+    known_units = set("".join(grams))
+    expected = sorted((s, grams.index(w[i:i + n]) if w[i:i + n] in grams else -1) for s, w in enumerate(words)
+                      for n in range(shortest, longest + 1) for i in range(len(w) - n + 1)
+                      if longest == 1 or set(w[i:i + n]) <= known_units)
+    assert sorted(zip(sequence.tolist(), position.tolist())) == expected
