@@ -269,6 +269,18 @@ class AugmentConfig(_Section):
         return self
 
 
+# The model constructors of keras.applications in Keras 3.15 (tests/test_config.py compares this list with the
+# installed Keras), so that a misspelt `model.backbone` is refused with the config, before TensorFlow loads.
+KERAS_APPLICATIONS = (
+    "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtSmall", "ConvNeXtTiny", "ConvNeXtXLarge", "DenseNet121", "DenseNet169",
+    "DenseNet201", "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
+    "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2",
+    "EfficientNetV2B3", "EfficientNetV2L", "EfficientNetV2M", "EfficientNetV2S", "InceptionResNetV2", "InceptionV3",
+    "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetLarge", "NASNetMobile", "ResNet101",
+    "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2", "VGG16", "VGG19", "Xception",
+)
+
+
 class ImageModelConfig(_Section):
     backbone: str = "small_cnn"  # small_cnn | EfficientNetV2B0 | MobileNetV3Small | ResNet50 | other keras.applications
     weights: Optional[str] = None  # null (random), a local weights file, or "imagenet" (downloads)
@@ -278,6 +290,17 @@ class ImageModelConfig(_Section):
     fine_tune_epochs: int = Field(0, ge=0)  # ... then unfreeze and train this many more epochs
     fine_tune_learning_rate: float = Field(1e-5, gt=0.0)
     options: dict[str, Any] = {}
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value):
+        if value != "small_cnn" and value not in KERAS_APPLICATIONS:
+            close = difflib.get_close_matches(value, ["small_cnn", *KERAS_APPLICATIONS], n=1, cutoff=0.7)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"not small_cnn or a keras.applications model; {hint}try one of small_cnn, "
+                             f"EfficientNetV2B0, MobileNetV3Small, ResNet50 (or another keras.applications name). "
+                             f"Received: {value!r}")
+        return value
 
 
 class ImageConfig(_RunSection):

@@ -95,3 +95,19 @@ def test_changed_keys_names_every_differing_leaf():
                "export": {"enabled": True}}
     assert changed_keys(saved, current) == ["data.features", "export", "training.learning_rate"]
     assert changed_keys(saved, saved) == []
+
+
+def test_backbone_names_are_the_installed_keras_applications():
+    """`model.backbone` is checked against a list written down in config.py (so the check runs before TensorFlow
+    loads); it must be exactly the model constructors of the Keras installed, or a valid name would be refused."""
+    import keras
+
+    from kerasls.config import KERAS_APPLICATIONS, ImageConfig
+
+    installed = sorted(name for name in dir(keras.applications)
+                       if name[0].isupper() and callable(getattr(keras.applications, name)))
+    assert sorted(KERAS_APPLICATIONS) == installed
+    for name in ("small_cnn", *KERAS_APPLICATIONS):
+        assert load_config(None, [f"model.backbone={name}"], ImageConfig).model.backbone == name
+    with pytest.raises(KeraslsError, match=r"did you mean 'MobileNetV3Small'\?.*Received: 'MobilenetV3small'"):
+        load_config(None, ["model.backbone=MobilenetV3small"], ImageConfig)

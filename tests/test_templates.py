@@ -206,12 +206,19 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("template", ["tabular-intent", "image-classifier"])
-@pytest.mark.parametrize("args, expected", [
-    (["training.epoch=3"], "training.epoch"),
-    (["--run-name", "done"], "already holds a finished run"),
-    (["--run-name", "a/b"], "plain folder name"),
-], ids=["misspelt_key", "finished_run", "bad_run_name"])
+EARLY_MISTAKES = {
+    "misspelt_key": (["training.epoch=3"], "training.epoch"),
+    "finished_run": (["--run-name", "done"], "already holds a finished run"),
+    "bad_run_name": (["--run-name", "a/b"], "plain folder name"),
+}
+
+
+@pytest.mark.parametrize("template, args, expected", [
+    *[pytest.param(template, *case, id=f"{template}-{name}") for template in ("tabular-intent", "image-classifier")
+      for name, case in EARLY_MISTAKES.items()],
+    pytest.param("image-classifier", ["model.backbone=ResNet5O"], "did you mean 'ResNet50'?",
+                 id="image-classifier-misspelt_backbone"),
+])
 def test_train_py_refuses_before_tensorflow_loads(tmp_path, template, args, expected):
     """README promises these mistakes cost about a second, not TensorFlow's import (~4 s): `python train.py` with
     every TensorFlow or Keras import made to fail still gives the one-line error, exit status 2."""
