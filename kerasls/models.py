@@ -1,9 +1,10 @@
 """Backbones for the image template: a small CNN that trains on a CPU in minutes, or a `keras.applications` model.
 
 Every backbone takes images with values in [0, 255] (what the data pipeline and the `image_bytes` export
-decode to) and does its own input scaling, so the export needs no separate preprocessing step. Weights are
-random by default: kerasls never downloads anything unless `weights: imagenet` is asked for explicitly, and a
-local weights file is the offline way to start from pretrained weights.
+decode to) and does its own input scaling (a keras.applications model that does not rescale inside gets its
+module's `preprocess_input` in front), so the export needs no separate preprocessing step. Weights are random by
+default: kerasls never downloads anything unless `weights: imagenet` is asked for explicitly, and a local weights
+file is the offline way to start from pretrained weights.
 
 Under mixed precision (`training.mixed_precision`) a backbone computes in the policy's float16/bfloat16 and
 returns features in that dtype, with float32 variables; the head (the template's model.py) must end in a
@@ -19,13 +20,19 @@ from keras import layers
 
 from kerasls.errors import KeraslsError
 
-# name -> (constructor, input preprocessing). EfficientNetV2 and MobileNetV3 scale 0..255 inputs themselves;
-# ResNet50 expects caffe-style BGR mean subtraction.
-_APPLICATIONS = {
-    "EfficientNetV2B0": ("EfficientNetV2B0", None),
-    "MobileNetV3Small": ("MobileNetV3Small", None),
-    "ResNet50": ("ResNet50", keras.applications.resnet50.preprocess_input),
-}
+# The backbones the README suggests (the error for an unknown name lists them)
+_APPLICATIONS = ("EfficientNetV2B0", "MobileNetV3Small", "ResNet50")
+# keras.applications modules whose models take 0..255 inputs and scale them inside the model (their
+# `preprocess_input` passes the input through); every other model gets its module's `preprocess_input` in front
+# (caffe-style BGR mean subtraction for ResNet and VGG, [-1, 1] for Inception, Xception, MobileNet(V2), NASNet and
+# ResNetV2, ImageNet mean and std for DenseNet), as its weights expect.
+_SCALES_ITS_OWN_INPUTS = ("convnext", "efficientnet", "efficientnet_v2", "mobilenet_v3")
+
+
+def application_preprocessing(name):
+    """`keras.applications.<module>.preprocess_input` of model `name`, or None when the model scales its inputs."""
+    module = getattr(keras.applications, name).__module__.rsplit(".", 1)[-1]
+    return None if module in _SCALES_ITS_OWN_INPUTS else getattr(keras.applications, module).preprocess_input
 
 
 def small_cnn(input_shape, filters=(32, 64, 128), name="small_cnn") -> keras.Model:
@@ -52,11 +59,7 @@ def _check_weights(weights):
 
 def application_backbone(name, input_shape, weights=None) -> keras.Model:
     """A `keras.applications` model without its top, average-pooled, taking inputs in [0, 255]."""
-    if name in _APPLICATIONS:
-        constructor_name, preprocess = _APPLICATIONS[name]
-    elif hasattr(keras.applications, name):
-        constructor_name, preprocess = name, None
-    else:
+    if not (name[:1].isupper() and callable(getattr(keras.applications, name, None))):
         raise KeraslsError(
             f"model.backbone={name!r} is not small_cnn or a keras.applications model; "
             f"try one of small_cnn, {', '.join(_APPLICATIONS)}"
@@ -65,7 +68,8 @@ def application_backbone(name, input_shape, weights=None) -> keras.Model:
         raise KeraslsError(f"model.backbone={name} needs 3-channel images: set data.channels=3")
     if min(input_shape[:2]) < 32:
         raise KeraslsError(f"model.backbone={name} needs images of at least 32x32: raise data.image_size")
-    constructor = getattr(keras.applications, constructor_name)
+    preprocess = application_preprocessing(name)
+    constructor = getattr(keras.applications, name)
     backbone = constructor(include_top=False, weights=_check_weights(weights), input_shape=input_shape, pooling="avg")
     if preprocess is None:
         return backbone
