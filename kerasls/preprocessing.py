@@ -62,7 +62,7 @@ class TabularPreprocessor(keras.layers.Layer):
         for name, counter in self.text_counters().items():
             counter.update(columns[name])
             counter.finish()
-        self._adapted = self.built = True  # built: encode() calls the traced `call`, never __call__
+        self._adapted = self.built = True  # built: the layer is used without Keras building it
         return self
 
     def set_numeric_statistics(self, median, mean, std):
@@ -73,7 +73,8 @@ class TabularPreprocessor(keras.layers.Layer):
         self.numeric_std = np.where(std > 1e-12, std, 1.0).astype(np.float32)
 
     def set_vocabulary(self, name, vocabulary):
-        """One-hot lookup of categorical column `name` over `vocabulary` (most frequent first), plus an OOV slot."""
+        """Index lookup of categorical column `name` over `vocabulary` (most frequent first), 0 for a value outside
+        it: `entries` writes the one of the column's one-hot block (OOV slot first)."""
         vocabulary = [str(v) for v in vocabulary]
         self.lookups[name] = keras.layers.StringLookup(
             vocabulary=vocabulary, num_oov_indices=1, output_mode="int", name=f"lookup_{name}"
@@ -85,7 +86,7 @@ class TabularPreprocessor(keras.layers.Layer):
         return {name: TextVocabularyCounter(vectorizer) for name, vectorizer in self.vectorizers.items()}
 
     def mark_adapted(self):
-        self._adapted = self.built = True  # built: encode() calls the traced `call`, never __call__
+        self._adapted = self.built = True  # built: the layer is used without Keras building it
         return self
 
     @property
@@ -115,6 +116,10 @@ class TabularPreprocessor(keras.layers.Layer):
         if not self._adapted:
             raise RuntimeError("TabularPreprocessor.adapt() must run before the layer is called")
         rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
+        if len(self.columns) > 1:  # a shorter column would leave rows empty (or, of length 1, fill every row)
+            tf.debugging.assert_equal(
+                tf.stack([tf.size(inputs[name], out_type=tf.int64) for name in self.columns]), rows,
+                message=f"the columns {self.columns} must hold one value per row each")
         width = self.output_dim
         row_start = tf.range(rows) * width
         parts = []

@@ -111,3 +111,46 @@ def test_layer_output_is_the_blocks_side_by_side():
     assert served.shape == expected.shape == (3, preprocessor.output_dim)
     np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(preprocessor.encode(rows), expected, rtol=1e-6, atol=1e-7)
+
+
+def _tensors(preprocessor, columns):
+    import tensorflow as tf
+
+    specs = preprocessor.input_signature()
+    return {name: tf.constant(np.asarray(columns[name]), dtype=specs[name].dtype) for name in preprocessor.columns}
+
+
+@pytest.mark.parametrize("short", ["c", "t", "n"])
+def test_columns_of_different_lengths_are_refused(preprocessor, short):
+    """The served layer takes one tensor per column: a request whose columns differ in length must fail, not fill
+    the missing rows with empty text or repeat a single category into every row."""
+    import tensorflow as tf
+
+    rows = {"n": np.array([1.0, 2.0, 3.0], np.float32), "c": np.array(["x", "y", "x"], object),
+            "t": np.array(["buy", "", "shoes"], object)}
+    rows[short] = rows[short][:1]
+    served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        served(_tensors(preprocessor, rows))
+
+
+@pytest.mark.parametrize("numeric, categorical, text", [(["n"], ["c"], ["t"]), (["n"], ["c"], []), ([], ["c"], []),
+                                                         (["n"], [], [])])
+def test_traced_layer_has_a_static_width_and_takes_empty_batches(numeric, categorical, text):
+    """The streaming dataset and the model's Input need [None, output_dim] from the traced layer; a batch of no
+    rows gives [0, output_dim]; tables without text (or without numbers) encode as the layer computes."""
+    import tensorflow as tf
+
+    train = {"n": np.array([1.0, 2.0, np.nan], np.float32), "c": np.array(["x", "y", "x"], object),
+             "t": np.array(["buy shoes", "return shoes", ""], object)}
+    rows = {"n": np.array([3.0, np.nan], np.float32), "c": np.array(["never", "y"], object),
+            "t": np.array(["shoes", "buy"], object)}
+    preprocessor = TabularPreprocessor(numeric, categorical, text).adapt({n: train[n] for n in numeric + categorical
+                                                                         + text})
+    served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])
+    traced = served.get_concrete_function().structured_outputs
+    assert traced.shape.as_list() == [None, preprocessor.output_dim]
+    empty = served(_tensors(preprocessor, {name: values[:0] for name, values in rows.items()}))
+    assert empty.shape == (0, preprocessor.output_dim)
+    np.testing.assert_allclose(preprocessor.encode({name: rows[name] for name in preprocessor.columns}),
+                               served(_tensors(preprocessor, rows)).numpy(), atol=1e-7)
