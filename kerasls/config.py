@@ -295,8 +295,9 @@ class ImageModelConfig(_Section):
     @classmethod
     def _known_backbone(cls, value):
         if value != "small_cnn" and value not in KERAS_APPLICATIONS:
-            close = difflib.get_close_matches(value, ["small_cnn", *KERAS_APPLICATIONS], n=1, cutoff=0.7)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            by_lower = {name.lower(): name for name in ("small_cnn", *KERAS_APPLICATIONS)}
+            close = difflib.get_close_matches(value.lower(), by_lower, n=1, cutoff=0.7)
+            hint = f"did you mean {by_lower[close[0]]!r}? " if close else ""
             raise ValueError(f"not small_cnn or a keras.applications model; {hint}try one of small_cnn, "
                              f"EfficientNetV2B0, MobileNetV3Small, ResNet50 (or another keras.applications name). "
                              f"Received: {value!r}")

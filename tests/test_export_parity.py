@@ -163,23 +163,27 @@ def test_image_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
 @pytest.mark.parametrize("classes", [2, 3, 20, 21, 77])
 def test_served_probabilities_are_softmax_of_logits_over_temperature(classes):
     """The export's probabilities are softmax(z / T) to float32 rounding, on both sides of `FEW_CLASSES` (where it
-    computes exp(log_softmax) instead of Softmax), with logits from -80 to 80 (exp overflows float32 above 88);
-    class_id, confidence and class_name follow from them."""
+    computes exp(log_softmax) instead of Softmax), with logits up to +-80 and rows of +-1e4; class_id, confidence
+    and class_name follow from them."""
     from kerasls.export import FEW_CLASSES, classifier_outputs
 
     assert FEW_CLASSES == 20
     rng = np.random.default_rng(classes)
-    logits = np.concatenate([rng.normal(0, 3, (64, classes)), rng.uniform(-80, 80, (64, classes))]).astype(np.float32)
+    logits = np.concatenate([rng.normal(0, 3, (64, classes)), rng.uniform(-80, 80, (64, classes)),
+                             rng.uniform(-1e4, 1e4, (8, classes))]).astype(np.float32)
     names = np.array([f"class {k}" for k in range(classes)])
     outputs = classifier_outputs(tf.constant(logits), tf.constant(TEMPERATURE), tf.constant(names))
 
-    scaled = logits.astype(np.float64) / TEMPERATURE
+    # z / T rounded to float32 as the export rounds it (at 1e4 / 1.7 that rounding alone moves a probability by 4e-4)
+    scaled = (logits / np.float32(TEMPERATURE)).astype(np.float64)
     expected = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     probabilities = outputs["probabilities"].numpy()
-    # float32 rounds z / T (up to 47 here) to 3e-6 relative, which exp carries into the probabilities
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)
     np.testing.assert_array_equal(outputs["class_id"].numpy(), expected.argmax(axis=1))
     np.testing.assert_allclose(outputs["confidence"].numpy(), expected.max(axis=1), rtol=1e-5)
     assert [name.decode() for name in outputs["class_name"].numpy()] == list(names[expected.argmax(axis=1)])
+    traced = tf.function(lambda z: classifier_outputs(z, tf.constant(TEMPERATURE), tf.constant(names)))
+    graph = traced.get_concrete_function(tf.TensorSpec([None, classes], tf.float32)).graph
+    assert ("Softmax" in {op.type for op in graph.get_operations()}) == (classes > FEW_CLASSES)

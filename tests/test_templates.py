@@ -194,13 +194,12 @@ def test_generated_makefile_finds_a_python_with_kerasls_or_says_what_to_do(tmp_p
 
 
 TENSORFLOW_BLOCKER = r"""
-import builtins, runpy, sys
-real_import = builtins.__import__
-def guarded_import(name, *args, **kwargs):
-    if name.split(".")[0] in ("tensorflow", "keras"):
-        raise SystemExit("imported " + name + " before the check")
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = guarded_import
+import runpy, sys
+class RefuseTensorFlow:  # first on the finder list: every way of importing a module passes here first
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise SystemExit("imported " + name + " before the check")
+sys.meta_path.insert(0, RefuseTensorFlow())
 sys.argv = ["train.py", *sys.argv[1:]]
 runpy.run_path("train.py", run_name="__main__")
 """
