@@ -279,6 +279,7 @@ KERAS_APPLICATIONS = (
     "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetLarge", "NASNetMobile", "ResNet101",
     "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2", "VGG16", "VGG19", "Xception",
 )
+SUGGESTED_BACKBONES = ("small_cnn", "EfficientNetV2B0", "MobileNetV3Small", "ResNet50")  # README's; errors list them
 
 
 class ImageModelConfig(_Section):
@@ -298,8 +299,8 @@ class ImageModelConfig(_Section):
             by_lower = {name.lower(): name for name in ("small_cnn", *KERAS_APPLICATIONS)}
             close = difflib.get_close_matches(value.lower(), by_lower, n=1, cutoff=0.7)
             hint = f"did you mean {by_lower[close[0]]!r}? " if close else ""
-            raise ValueError(f"not small_cnn or a keras.applications model; {hint}try one of small_cnn, "
-                             f"EfficientNetV2B0, MobileNetV3Small, ResNet50 (or another keras.applications name). "
+            raise ValueError(f"not small_cnn or a keras.applications model; {hint}try one of "
+                             f"{', '.join(SUGGESTED_BACKBONES)} (or another keras.applications name). "
                              f"Received: {value!r}")
         return value
 

@@ -18,10 +18,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from kerasls.config import KERAS_APPLICATIONS, SUGGESTED_BACKBONES
 from kerasls.errors import KeraslsError
 
-# The backbones the README suggests (the error for an unknown name lists them)
-_APPLICATIONS = ("EfficientNetV2B0", "MobileNetV3Small", "ResNet50")
 # keras.applications modules whose models take 0..255 inputs and scale them inside the model (their
 # `preprocess_input` passes the input through); every other model gets its module's `preprocess_input` in front
 # (caffe-style BGR mean subtraction for ResNet and VGG, [-1, 1] for Inception, Xception, MobileNet(V2), NASNet and
@@ -59,10 +58,10 @@ def _check_weights(weights):
 
 def application_backbone(name, input_shape, weights=None) -> keras.Model:
     """A `keras.applications` model without its top, average-pooled, taking inputs in [0, 255]."""
-    if not (name[:1].isupper() and callable(getattr(keras.applications, name, None))):
+    if name not in KERAS_APPLICATIONS:  # the config refuses it already; this is for direct callers
         raise KeraslsError(
             f"model.backbone={name!r} is not small_cnn or a keras.applications model; "
-            f"try one of small_cnn, {', '.join(_APPLICATIONS)}"
+            f"try one of {', '.join(SUGGESTED_BACKBONES)}"
         )
     if input_shape[-1] != 3:
         raise KeraslsError(f"model.backbone={name} needs 3-channel images: set data.channels=3")

@@ -83,9 +83,8 @@ class TextTfidf(keras.layers.Layer):
 
     def sequences(self, strings) -> dict:
         """`strings` [N] -> {kind: (ragged [S, None] units, the row of each sequence [S])}: the words of each row
-        (n-grams skip one-letter words, as scikit-learn's token pattern does; with unigrams only they are left out
-        of the vocabulary instead, in `finish`: faster), and the characters of each word padded with one space.
-        For words the row is None: sequence i is row i."""
+        (`word_units`) and the characters of each word padded with one space. For words the row is None: sequence i
+        is row i."""
         lower = lowercase(strings)
         found = {}
         if self.ngrams:
@@ -96,6 +95,8 @@ class TextTfidf(keras.layers.Layer):
         return found
 
     def word_units(self, lower):
+        """The words of each lowercased row, ragged [N, None]. N-grams skip one-letter words, as scikit-learn's
+        token pattern does; with unigrams only they are left out of the vocabulary instead, in `finish`: faster."""
         words = tf.strings.split(tf.strings.regex_replace(lower, NOT_WORD_CHARACTERS, " "))
         if self.ngrams > 1:
             words = tf.ragged.boolean_mask(words, tf.strings.length(words, unit="UTF8_CHAR") >= 2)
