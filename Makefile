@@ -14,7 +14,9 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	@# setuptools announces every editable install of a package_dir mapping (setup.cfg maps templates/ onto
+	@# kerasls.templates) in a "!!" box that reads like a problem; only that notice is silenced
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
 demo: $(BIN)/.installed
