@@ -83,8 +83,9 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
                 facecolor="none", edgecolor="#c44e52", hatch="//", linewidth=0.8, label="gap to confidence")
     for x, top, count in zip(left[filled], np.maximum(accuracy, confidence)[filled], table["count"][filled]):
         # rows per bin, above the bar: a tall gap over a handful of rows weighs little in ECE
+        # on a white box drawn over the diagonal, which crosses the labels of well-calibrated bins
         diagram.text(x + width / 2, top + 0.01, str(int(count)), ha="center", va="bottom", fontsize="small",
-                     color="#333333")
+                     color="#333333", zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6})
     diagram.plot([0, 1], [0, 1], linestyle="--", color="#555555", label="perfect calibration")
     # headroom above 1 for the row counts and a one-line legend, so neither covers a bar
     diagram.set(xlim=(0, 1), ylim=(0, 1.17), yticks=np.linspace(0, 1, 6), ylabel="accuracy",
