@@ -7,20 +7,24 @@ writes weights and epoch number as two separate files, so a kill between them re
 
     checkpoints/<phase>/state-<epoch>.npz   every model and optimizer variable (seed generators included)
     checkpoints/<phase>/state.json          {"epoch": e, "arrays": "state-<e>.npz", "history": [...],
-                                             "finished": bool}  -- written last, by rename: the commit point
+                                             "finished": bool, "architecture": [...]}  -- written last, by
+                                             rename: the commit point
 
 and writes `history.csv` from the committed rows, so the history never holds an epoch twice or a half epoch.
 The shuffle order of epoch e is a pure function of (seed, e) (`kerasls.data.epochs`), so a resumed epoch
 sees the same batches. With `training.deterministic: true` a resumed run reaches the same weights as an
 unbroken one (tested to 1e-5 with kills mid-epoch, between epochs, during the checkpoint write and during the
 export). After training ends the state is kept with `finished: true`, so a run killed later (during export)
-reruns without training again.
+reruns without training again. A rerun whose model differs from the saved one is refused (`architecture`): the
+saved variables would load into another computation (model.py edited, or a kerasls upgrade that adds a layer
+without weights, such as a backbone's input preprocessing).
 
 `KERASLS_FAULT=<point>:<n>` (test hook) kills the process with SIGKILL at a named point (`kerasls.faults`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,8 +34,48 @@ import numpy as np
 import pandas as pd
 
 from kerasls import keras_internals
+from kerasls.errors import KeraslsError
 from kerasls.faults import fault_point
 from kerasls.fileio import atomic_write_text
+
+# Settings that may differ between a run and its resumption without changing what the model computes: a frozen
+# backbone is unfrozen for fine-tuning, and auto-generated layer names count the models built in a process.
+_NOT_ARCHITECTURE = ("name", "trainable")
+
+
+def architecture(model) -> list[str]:
+    """What the model computes, one entry per layer in order (nested models' layers included): the layer class and
+    a digest of its settings, e.g. "Dense 1f0c2a9b", then the shape of every variable the state saves (`variables`).
+    Two models with the same entries run the same computation on the same variables."""
+    entries = []
+
+    def visit(layer):
+        children = getattr(layer, "layers", None)
+        if children is not None:  # a nested model: its layers say what it computes
+            entries.append(type(layer).__name__)
+            for child in children:
+                visit(child)
+            return
+        try:
+            settings = {key: value for key, value in layer.get_config().items() if key not in _NOT_ARCHITECTURE}
+            digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+        except NotImplementedError:  # a custom layer without get_config: its class stands for it
+            digest = "-"
+        entries.append(f"{type(layer).__name__} {digest}")
+
+    for layer in model.layers:
+        visit(layer)
+    return entries
+
+
+def describe_change(saved: list[str], current: list[str]) -> str:
+    """The first difference between two `architecture` lists, in words."""
+    for place, (before, after) in enumerate(zip(saved, current), start=1):
+        if before != after:
+            if before.split()[0] == after.split()[0]:
+                return f"layer {place} ({before.split()[0]}) has other settings"
+            return f"layer {place} was {before.split()[0]}, is now {after.split()[0]}"
+    return f"the saved model has {len(saved)} layers and variables, this one {len(current)}"
 
 
 class EpochState(keras.callbacks.Callback):
@@ -53,6 +97,9 @@ class EpochState(keras.callbacks.Callback):
     def _variables(self):
         return list(self.model.variables) + list(self.model.optimizer.variables)
 
+    def _architecture(self) -> list[str]:
+        return architecture(self.model) + [f"variable {list(v.shape)}" for v in self._variables()]
+
     def _state(self):
         path = self.folder / "state.json"
         return json.loads(path.read_text()) if path.is_file() else None
@@ -65,7 +112,8 @@ class EpochState(keras.callbacks.Callback):
         os.replace(temp, self.folder / name)
         fault_point("checkpoint_write")  # arrays written, state.json not yet: the old state must still hold
         atomic_write_text(self.folder / "state.json", json.dumps(
-            {"epoch": epoch, "arrays": name, "history": self.rows, "finished": finished}))
+            {"epoch": epoch, "arrays": name, "history": self.rows, "finished": finished,
+             "architecture": self._architecture()}))
         for old in self.folder.glob("state-*.npz"):
             if old.name != name:
                 old.unlink()
@@ -75,17 +123,26 @@ class EpochState(keras.callbacks.Callback):
     def _restore(self, state) -> None:
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
+        self._check_architecture(state)
         self.rows = list(state["history"])
         self._restore_counters()  # first: it loads the best checkpoint, optimizer state included
         with np.load(self.folder / state["arrays"]) as arrays:
             values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
         variables = self._variables()
-        if len(values) != len(variables):
-            raise RuntimeError(f"{self.folder}: saved state has {len(values)} arrays, the model {len(variables)}: "
-                               "the model changed since the interrupted run; use a new --run-name")
+        if len(values) != len(variables):  # a state saved before `architecture` was recorded
+            raise KeraslsError(f"{self.folder}: the saved state has {len(values)} arrays, the model "
+                               f"{len(variables)}: the model changed since this run started; use a new --run-name")
         for variable, value in zip(variables, values):
             variable.assign(value)
         keras_internals.set_initial_epoch(self.model, state["epoch"])
+
+    def _check_architecture(self, state) -> None:
+        saved, current = state.get("architecture"), self._architecture()
+        if saved is not None and saved != current:
+            raise KeraslsError(
+                f"{self.folder.parent.parent}: the model is not the one this run was trained with "
+                f"({describe_change(saved, current)}; model.py edited, or another kerasls version); its saved "
+                "state cannot resume it: restore model.py, or pass a new --run-name to start another run")
 
     def _restore_counters(self):
         scores = [row[self.monitor] for row in self.rows if self.monitor in row]

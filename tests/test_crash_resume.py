@@ -149,7 +149,8 @@ def test_a_run_killed_while_fine_tuning_resumes_to_the_unbroken_result(image_pro
 
 
 def test_resuming_with_other_settings_is_refused_naming_the_keys(trained_project):
-    """A killed run resumes only with the settings it started with; changed ones are named, nothing is written."""
+    """A killed run resumes only with the settings and the model it started with; what changed is named, nothing
+    is written."""
     project, name = trained_project.project, "changed-settings"
     assert train(project, name, "after_commit:1").returncode == -signal.SIGKILL
     run = project / "runs" / name
@@ -160,6 +161,16 @@ def test_resuming_with_other_settings_is_refused_naming_the_keys(trained_project
     assert "training.learning_rate" in last and "model.dropout" in last and "--run-name" in last, last
     assert "Traceback" not in changed.stderr
     assert (run / "config.yaml").read_text() == saved and not (run / "metrics.json").exists()
+    model_py = project / "model.py"
+    original = model_py.read_text()
+    try:  # the same settings, but model.py edited: the saved weights would load into another computation
+        model_py.write_text(original.replace('activation="relu"', 'activation="gelu"'))
+        edited = train(project, name)
+    finally:
+        model_py.write_text(original)
+    assert edited.returncode == 2 and "Traceback" not in edited.stderr
+    last = edited.stderr.strip().splitlines()[-1]
+    assert "layer 2 (Dense) has other settings" in last and "--run-name" in last, last
     resumed = train(project, name, extra=["training.verbose=2"])  # verbosity may change
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 

@@ -1,0 +1,53 @@
+"""A run's saved state resumes only the model it was trained with (kerasls.resume.architecture)."""
+
+import keras
+import numpy as np
+import pytest
+
+from kerasls.errors import KeraslsError
+from kerasls.resume import EpochState, architecture
+
+X, Y = np.random.default_rng(0).normal(size=(16, 4)), np.eye(3)[np.arange(16) % 3]
+
+
+def mlp(activation="relu", units=8, preprocess=False):
+    inputs = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs) if preprocess else inputs
+    x = keras.layers.Dense(units, activation=activation)(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def fit(model, folder, epochs=2):
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    state = EpochState(folder / "checkpoints" / "train", folder / "history.csv")
+    model.fit(X, Y, epochs=epochs, verbose=0, callbacks=[state])
+    return model
+
+
+def test_the_same_model_built_again_resumes(tmp_path):
+    trained = fit(mlp(), tmp_path)
+    rebuilt = fit(mlp(), tmp_path)  # the state is finished: the rerun restores it and trains no further
+    for saved, restored in zip(trained.get_weights(), rebuilt.get_weights()):
+        np.testing.assert_array_equal(saved, restored)
+    assert architecture(mlp()) == architecture(trained)  # layer names (dense_7, ...) do not count
+
+
+@pytest.mark.parametrize("changed, expected", [
+    (lambda: mlp(activation="gelu"), "layer 2 (Dense) has other settings"),  # the same variables
+    (lambda: mlp(preprocess=True), "layer 2 was Dense, is now Lambda"),  # a layer without weights
+    (lambda: mlp(units=5), "layer 2 (Dense) has other settings"),  # other shapes
+])
+def test_another_model_is_refused_naming_the_first_change(tmp_path, changed, expected):
+    fit(mlp(), tmp_path)
+    state = (tmp_path / "checkpoints" / "train" / "state.json").read_bytes()
+    with pytest.raises(KeraslsError, match="--run-name") as refused:
+        fit(changed(), tmp_path)
+    assert expected in str(refused.value) and "model.py" in str(refused.value)
+    assert (tmp_path / "checkpoints" / "train" / "state.json").read_bytes() == state  # nothing overwritten
+
+
+def test_a_frozen_backbone_unfrozen_for_fine_tuning_is_the_same_architecture():
+    model = mlp()
+    before = architecture(model)
+    model.layers[1].trainable = False
+    assert architecture(model) == before
