@@ -81,18 +81,14 @@ class TextTfidf(keras.layers.Layer):
     def n_range(self, kind: str) -> tuple[int, int]:
         return (1, self.ngrams) if kind == "words" else self.char_ngrams
 
-    def sequences(self, strings) -> dict:
-        """`strings` [N] -> {kind: (ragged [S, None] units, the row of each sequence [S])}: the words of each row
-        (`word_units`) and the characters of each word padded with one space. For words the row is None: sequence i
-        is row i."""
-        lower = lowercase(strings)
-        found = {}
-        if self.ngrams:
-            found["words"] = (self.word_units(lower), None)
-        if self.char_ngrams:
-            words = tf.strings.split(lower)
-            found["chars"] = (character_units(words.flat_values), words.value_rowids())
-        return found
+    def units(self, lower, kind: str):
+        """(ragged [S, None] units, the row of each sequence [S]) of `kind` in the lowercased rows `lower` [N]: the
+        words of each row (`word_units`; the row is None, sequence i is row i), or the characters of each word
+        padded with one space."""
+        if kind == "words":
+            return self.word_units(lower), None
+        words = tf.strings.split(lower)
+        return character_units(words.flat_values), words.value_rowids()
 
     def word_units(self, lower):
         """The words of each lowercased row, ragged [N, None]. N-grams skip one-letter words, as scikit-learn's
@@ -118,16 +114,20 @@ class TextTfidf(keras.layers.Layer):
         occurrences = tf.gather(per_word, word)
         return tf.gather(words.value_rowids(), occurrences.value_rowids()), occurrences.flat_values
 
+    def grams(self, lower, kind: str):
+        """The n-gram strings of `kind` in the lowercased rows `lower` [N], ragged [N, None]."""
+        units, row = self.units(lower, kind)
+        grams = tf.strings.ngrams(units, tuple(range(self.n_range(kind)[0], self.n_range(kind)[1] + 1)),
+                                  separator=" " if kind == "words" else "")
+        if row is None:
+            return grams
+        rows = tf.shape(lower, out_type=tf.int64)[0]
+        return tf.RaggedTensor.from_value_rowids(grams, row, nrows=rows).merge_dims(1, 2)
+
     def tokens(self, strings) -> dict:
         """`strings` [N] -> {kind: ragged [N, None] string n-grams}: what the vocabulary counts."""
-        found = {}
-        for kind, (units, row) in self.sequences(strings).items():
-            separator = " " if kind == "words" else ""
-            grams = tf.strings.ngrams(units, tuple(range(self.n_range(kind)[0], self.n_range(kind)[1] + 1)),
-                                      separator=separator)
-            found[kind] = grams if row is None else tf.RaggedTensor.from_value_rowids(
-                grams, row, nrows=tf.shape(strings, out_type=tf.int64)[0]).merge_dims(1, 2)
-        return found
+        lower = lowercase(strings)
+        return {kind: self.grams(lower, kind) for kind in self.kinds}
 
     def set_vocabulary(self, kind: str, vocabulary, idf) -> None:
         """`vocabulary` (strings) and its idf weights for `kind`, as `TextVocabularyCounter.finish` computes."""
@@ -170,7 +170,7 @@ class TextTfidf(keras.layers.Layer):
             elif isinstance(index, NgramIndex):
                 found_rows, position = self.character_ngrams(lower, index)
             else:
-                grams = self.tokens(strings)[kind]
+                grams = self.grams(lower, kind)
                 found_rows, position = grams.value_rowids(), index(grams.flat_values) - 1
             row, term, weight = self.weigh(found_rows, position, rows, idf)
             found.append((row, term + offset, weight))
