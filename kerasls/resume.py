@@ -138,7 +138,10 @@ class EpochState(keras.callbacks.Callback):
 
     def _check_architecture(self, state) -> None:
         saved, current = state.get("architecture"), self._architecture()
-        if saved is not None and saved != current:
+        if saved is None:  # written by a kerasls before the check
+            print(f"note: {self.folder.parent.parent.name}: its saved state does not record the model it was trained "
+                  "with, so resuming cannot check that model.py and kerasls still build the same one")
+        elif saved != current:
             raise KeraslsError(
                 f"{self.folder.parent.parent}: the model is not the one this run was trained with "
                 f"({describe_change(saved, current)}; model.py edited, or another kerasls version); its saved "

@@ -1,5 +1,7 @@
 """A run's saved state resumes only the model it was trained with (kerasls.resume.architecture)."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -51,3 +53,14 @@ def test_a_frozen_backbone_unfrozen_for_fine_tuning_is_the_same_architecture():
     before = architecture(model)
     model.layers[1].trainable = False
     assert architecture(model) == before
+
+
+def test_a_state_saved_before_the_check_resumes_with_a_note(tmp_path, capsys):
+    fit(mlp(), tmp_path)
+    path = tmp_path / "checkpoints" / "train" / "state.json"
+    state = json.loads(path.read_text())
+    del state["architecture"]
+    path.write_text(json.dumps(state))
+    capsys.readouterr()
+    fit(mlp(activation="gelu"), tmp_path)  # cannot be told apart: resumed, with the note
+    assert "does not record the model it was trained with" in capsys.readouterr().out
