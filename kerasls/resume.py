@@ -24,7 +24,6 @@ without weights, such as a backbone's input preprocessing).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,38 +42,53 @@ from kerasls.fileio import atomic_write_text
 _NOT_ARCHITECTURE = ("name", "trainable")
 
 
-def architecture(model) -> list[str]:
-    """What the model computes, one entry per layer in order (nested models' layers included): the layer class and
-    a digest of its settings, e.g. "Dense 1f0c2a9b", then the shape of every variable the state saves (`variables`).
-    Two models with the same entries run the same computation on the same variables."""
+def architecture(model) -> list[dict]:
+    """What the model computes, one entry per layer in order (nested models' layers included): its class, name and
+    settings (`get_config()` as JSON, without the name and the trainable flag). `EpochState` adds the shape of every
+    variable it saves. Two models whose entries agree but for the names run the same computation."""
     entries = []
 
     def visit(layer):
+        entry = {"class": type(layer).__name__, "name": layer.name}
         children = getattr(layer, "layers", None)
-        if children is not None:  # a nested model: its layers say what it computes
-            entries.append(type(layer).__name__)
-            for child in children:
-                visit(child)
-            return
-        try:
-            settings = {key: value for key, value in layer.get_config().items() if key not in _NOT_ARCHITECTURE}
-            digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
-        except NotImplementedError:  # a custom layer without get_config: its class stands for it
-            digest = "-"
-        entries.append(f"{type(layer).__name__} {digest}")
+        if children is None:
+            try:
+                settings = {key: value for key, value in layer.get_config().items() if key not in _NOT_ARCHITECTURE}
+                entry["settings"] = json.loads(json.dumps(settings, sort_keys=True, default=repr))
+            except NotImplementedError:  # a custom layer without get_config: its class stands for it
+                pass
+        entries.append(entry)
+        for child in children or ():  # a nested model: its layers say what it computes
+            visit(child)
 
     for layer in model.layers:
         visit(layer)
     return entries
 
 
-def describe_change(saved: list[str], current: list[str]) -> str:
-    """The first difference between two `architecture` lists, in words."""
-    for place, (before, after) in enumerate(zip(saved, current), start=1):
-        if before != after:
-            if before.split()[0] == after.split()[0]:
-                return f"layer {place} ({before.split()[0]}) has other settings"
-            return f"layer {place} was {before.split()[0]}, is now {after.split()[0]}"
+def without_name(entry: dict) -> dict:
+    """An `architecture` entry without the layer name: what must agree for a state to resume."""
+    return {key: value for key, value in entry.items() if key != "name"}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def describe_change(saved: list[dict], current: list[dict]) -> str:
+    """The first difference between two `architecture` lists, in words: the layer by name and what changed."""
+    for before, after in zip(saved, current):
+        if without_name(before) == without_name(after):
+            continue
+        if "shape" in before or "shape" in after:
+            return f"a variable of shape {before.get('shape')} is now {after.get('shape')}"
+        if before["class"] != after["class"]:
+            return f"layer {before['name']!r} ({before['class']}) is now {after['name']!r} ({after['class']})"
+        old, new = before.get("settings") or {}, after.get("settings") or {}
+        changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        details = ", ".join(f"{key} {_short(old.get(key))} -> {_short(new.get(key))}" for key in changed[:3])
+        return f"layer {after['name']!r} ({after['class']}): {details}"
     return f"the saved model has {len(saved)} layers and variables, this one {len(current)}"
 
 
@@ -97,8 +111,8 @@ class EpochState(keras.callbacks.Callback):
     def _variables(self):
         return list(self.model.variables) + list(self.model.optimizer.variables)
 
-    def _architecture(self) -> list[str]:
-        return architecture(self.model) + [f"variable {list(v.shape)}" for v in self._variables()]
+    def _architecture(self) -> list[dict]:
+        return architecture(self.model) + [{"shape": list(v.shape)} for v in self._variables()]
 
     def _state(self):
         path = self.folder / "state.json"
@@ -141,7 +155,7 @@ class EpochState(keras.callbacks.Callback):
         if saved is None:  # written by a kerasls before the check
             print(f"note: {self.folder.parent.parent.name}: its saved state does not record the model it was trained "
                   "with, so resuming cannot check that model.py and kerasls still build the same one")
-        elif saved != current:
+        elif [without_name(entry) for entry in saved] != [without_name(entry) for entry in current]:
             raise KeraslsError(
                 f"{self.folder.parent.parent}: the model is not the one this run was trained with "
                 f"({describe_change(saved, current)}; model.py edited, or another kerasls version); its saved "

@@ -170,7 +170,7 @@ def test_resuming_with_other_settings_is_refused_naming_the_keys(trained_project
         model_py.write_text(original)
     assert edited.returncode == 2 and "Traceback" not in edited.stderr
     last = edited.stderr.strip().splitlines()[-1]
-    assert "layer 2 (Dense) has other settings" in last and "--run-name" in last, last
+    assert "layer 'dense' (Dense): activation 'relu' -> 'gelu'" in last and "--run-name" in last, last
     resumed = train(project, name, extra=["training.verbose=2"])  # verbosity may change
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
