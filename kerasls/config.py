@@ -391,18 +391,24 @@ def _resolve_paths(raw: dict, base: Path) -> None:
 RENAMED = {"data.text_max_tokens": "data.text.max_tokens"}
 
 
+def _section(schema: type[BaseModel], loc) -> Optional[type[BaseModel]]:
+    """The config section (a pydantic model) that holds the key at `loc`, or None."""
+    model = schema
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        model = next(
+            (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+             and issubclass(a, BaseModel)), None) if annotation else None
+        if model is None:
+            return None
+    return model
+
+
 def _describe_error(error: dict, schema: type[BaseModel], source: str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        model = schema
-        for part in error["loc"][:-1]:
-            field = model.model_fields.get(str(part))
-            annotation = getattr(field, "annotation", None)
-            model = next(
-                (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
-                 and issubclass(a, BaseModel)), None) if annotation else None
-            if model is None:
-                break
+        model = _section(schema, error["loc"])
         known = list(model.model_fields) if model is not None else []
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         parent = ".".join(str(part) for part in error["loc"][:-1])
@@ -415,7 +421,14 @@ def _describe_error(error: dict, schema: type[BaseModel], source: str) -> str:
         message = error["msg"].removeprefix("Value error, ")
         return f"{source}: config key {key!r}: {message}" if error["loc"] else f"{source}: {message}"
     received = error.get("input")
-    return f"{source}: config key {key!r}: {error['msg']} (received {received!r})"
+    hint = ""
+    if error["type"] == "list_type" and error["loc"]:  # on the command line a list is written [a,b]
+        section = _section(schema, error["loc"])
+        field = section.model_fields.get(str(error["loc"][-1])) if section is not None else None
+        default = getattr(field, "default", None)
+        example = ",".join(str(value) for value in default) if isinstance(default, (list, tuple)) and default else "a,b"
+        hint = f"; write a list, e.g. {key}=[{example}]"
+    return f"{source}: config key {key!r}: {error['msg']} (received {received!r}){hint}"
 
 
 def build_config(raw: dict, schema: type[BaseModel] = TabularConfig, source: str = "config"):

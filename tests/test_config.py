@@ -49,6 +49,8 @@ def test_relative_paths_resolve_against_the_config_file_and_cwd(tmp_path, monkey
         ("training:\n  epoch: 3\n", [], r"unknown config key 'training.epoch'; did you mean 'training.epochs'\?"),
         ("", ["trainng.epochs=3"], r"unknown config key 'trainng'; did you mean 'training'\?"),
         ("training:\n  epochs: many\n", [], r"'training.epochs'.*received 'many'"),
+        ("", ["model.hidden_units=abc"], r"received 'abc'\); write a list, e.g. model.hidden_units=\[128,64\]$"),
+        ("", ["data.features.numeric=abc"], r"write a list, e.g. data.features.numeric=\[a,b\]$"),
         ("training:\n  epochs: -2\n", [], r"'training.epochs'.*greater than or equal to 1"),
         ("targets:\n  label_smoothing: 1.0\n", [], r"'targets.label_smoothing'.*less than 1"),
         ("", ["targets.label_smoothing=-0.1"], r"'targets.label_smoothing'.*greater than or equal to 0"),
