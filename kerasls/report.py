@@ -129,8 +129,10 @@ def plot_history(history, path, best_epoch=None):
     epochs = columns["epoch"] + 1 if "epoch" in columns else np.arange(1, length + 1)
     figure = Figure(figsize=(11.0, 4.0), layout="constrained")
     panels = figure.subplots(1, 2)
-    for axes, names, title in ((panels[0], _LOSS_COLUMNS, "loss (smoothed targets) and NLL or soft CE (unsmoothed)"),
-                               (panels[1], _ACCURACY_COLUMNS, "accuracy")):
+    unsmoothed = "soft CE" if "soft_ce" in columns or "val_soft_ce" in columns else "NLL"
+    accuracy = "argmax agreement" if "argmax_agreement" in columns or "val_argmax_agreement" in columns else "accuracy"
+    for axes, names, title in ((panels[0], _LOSS_COLUMNS, f"loss (smoothed targets) and {unsmoothed} (unsmoothed)"),
+                               (panels[1], _ACCURACY_COLUMNS, accuracy)):
         drawn = [name for name in names if name in columns]
         if best_epoch is not None and drawn:
             axes.axvline(best_epoch, color="#888888", linestyle=":", linewidth=1.5,
