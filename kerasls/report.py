@@ -76,7 +76,7 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
     accuracy = np.where(filled, table["accuracy"], 0.0)
     confidence = np.where(filled, table["confidence"], 0.0)
     diagram.bar(left[filled], accuracy[filled], width=width, align="edge", color="#4c72b0", edgecolor="white",
-                label="accuracy")
+                label="accuracy in the bin")
     gap_bottom, gap_height = np.minimum(accuracy, confidence), np.abs(confidence - accuracy)
     # hatch lines only (no fill), so a gap inside an accuracy bar does not blend into a colour of its own
     diagram.bar(left[filled], gap_height[filled], bottom=gap_bottom[filled], width=width, align="edge",
@@ -98,10 +98,12 @@ def _reliability_panel(diagram, histogram, probs, labels, bins, title):
     top_confidence = np.max(probs, axis=1)
     histogram.axvline(float(np.mean(top_confidence)), color="#c44e52", label="mean confidence")
     histogram.axvline(float(np.mean(np.argmax(probs, axis=1) == labels)), color="#4c72b0", linestyle="--",
-                      label="accuracy")
+                      label="accuracy (all rows)")
     histogram.set(xlim=(0, 1), ylim=(0, max(float(share.max()), 1e-9) * 1.45), xlabel="top-label confidence",
                   ylabel="share of rows")
-    histogram.legend(loc="upper center", ncol=2, fontsize="small", frameon=False, borderaxespad=0.2)
+    # on white: the two lines run through the legend when they sit near the middle
+    histogram.legend(loc="upper center", ncol=2, fontsize="small", frameon=True, facecolor="white", edgecolor="none",
+                     framealpha=1.0, borderaxespad=0.2)
 
 
 def plot_reliability(probs_before, probs_after, labels, bins, path):
