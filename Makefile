@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and make:
 #   make demo   creates .venv, installs kerasls, generates demo/ from the tabular-intent template, trains it,
 #               exports it and serves one row from the export
-#   make test   creates .venv, installs kerasls with test extras, runs the house rules (ruff, import-linter)
+#   make test   creates .venv, installs kerasls[test,encoders], runs the house rules (ruff, import-linter)
 #               and the whole test suite (about 20 minutes on 2 cores)
 #   make test-fast   the house rules and the tests that train nothing (no `e2e` or `slow` mark; about 1 minute)
 #   make benchmarks  runs every script in benchmarks/ (about 15 minutes on 2 cores; prints ratio tables)
@@ -16,7 +16,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# setuptools announces every editable install of a package_dir mapping (setup.cfg maps templates/ onto
 	@# kerasls.templates) in a "!!" box that reads like a problem; only that notice is silenced
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[test,encoders]"
 	touch $@
 
 demo: $(BIN)/.installed

@@ -77,11 +77,11 @@ def child(train: str, val: str, test: str, batch_size: int) -> dict:
     scan = time.perf_counter() - start
 
     model_config = TabularModelConfig()
-    inputs = keras.Input(shape=(stream.preprocessor.output_dim,))
-    x = inputs
+    model_inputs = stream.preprocessor.model_inputs()  # the template's model.py: the named inputs side by side
+    x = keras.layers.Concatenate()(list(model_inputs.features.values()))
     for units in model_config.hidden_units:
         x = keras.layers.Dropout(model_config.dropout)(keras.layers.Dense(units, activation="relu")(x))
-    model = keras.Model(inputs, keras.layers.Dense(len(stream.classes), dtype="float32")(x))
+    model = keras.Model(model_inputs.inputs, keras.layers.Dense(len(stream.classes), dtype="float32")(x))
     training_config = TrainingConfig(epochs=1, batch_size=batch_size, verbose=0)
     training.compile_classifier(model, training_config, TargetsConfig(label_smoothing=0.1))
 
@@ -98,7 +98,7 @@ def child(train: str, val: str, test: str, batch_size: int) -> dict:
     assert sum(len(part) for part in logits) == 2 * HELD_OUT_ROWS
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"rows": stream.rows["train"], "scan_s": scan, "fit_s": fit, "predict_s": predict, "peak_mb": peak,
-            "vocabulary": stream.preprocessor.output_dim}
+            "vocabulary": stream.preprocessor.dense_width}
 
 
 def main():

@@ -13,7 +13,8 @@ in; preprocessing, model, temperature and class names in one graph), loads the e
       preprocessor (the model alone, the lower bound of (a));
   (c) `model.predict(row, verbose=0)` on the same encoded rows;
   (d), (e) the call floors of (a) and (b): a SavedModel signature with the same 11 named inputs, and a
-      `tf.function` of one tensor, that only return zeros. Calling a function costs per input tensor, so
+      `tf.function` of the model's named input blocks (numeric, categorical, text), that only return
+      zeros. Calling a function costs per input tensor, so
       (d) - (e) is what the export pays for taking raw columns by name; (a) - (d) is its graph work;
   (f) the peer export a keras-io reader builds: keras `FeatureSpace` (float_normalized, string_categorical
       one-hot, TF-IDF `TextVectorization` reshaped for keras#22522, as in `tabular_pipeline.py`) + an MLP of the
@@ -55,7 +56,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from tabular_pipeline import feature_space, project_config, render_project  # noqa: E402
+from tabular_pipeline import feature_space, flat_inputs, project_config, render_project  # noqa: E402
 
 PEER = "(f) peer: keras FeatureSpace + the same MLP, a SavedModel on raw columns"
 EXPORT_UNIGRAMS = "(a2) export with the peer's text features (data.text: word unigrams, no char n-grams)"
@@ -120,7 +121,7 @@ def main(argv=None):
         training.set_seeds(config.seed)
         feed = TableFeed(config)
         features, classes, preprocessor = feed.features, feed.classes, feed.preprocessor
-        model = model_module.build_model(feed.input_dim, len(classes), config.model)
+        model = model_module.build_model(feed.model_inputs(), len(classes), config.model)
         training.compile_classifier(model, config.training, config.targets)
         model.fit(feed.train_dataset(config.training.batch_size, config.training.jit_compile is not False),
                   epochs=args.train_epochs, shuffle=False, verbose=0)
@@ -144,28 +145,32 @@ def main(argv=None):
         def raw_tensors(stop):
             return {name: tf.constant(np.asarray(raw[name][:stop]), dtype=specs[name].dtype) for name in raw}
 
-        encoded = preprocessor.encode(raw)
+        encoded = {name: block.numpy() for name, block in preprocessor.named(
+            {"dense": tf.constant(preprocessor.encode_dense(raw))}).items()}  # the model's named inputs
         # The export's preprocessing alone (raw columns -> encoded rows), with the text settings of the template
         # (word 1-2-grams + char_wb 2-5-grams) and with n-grams off (word unigrams): its share of the export's time.
         unigram_preprocessor = TabularPreprocessor(features.numeric, features.categorical, features.text,
                                                    text_settings=TextConfig(ngrams=1, char_ngrams=None))
         unigram_preprocessor.adapt(feed.raw_columns("train"))
-        preprocess = tf.function(lambda inputs: preprocessor(inputs), input_signature=[preprocessor.input_signature()])
-        preprocess_unigrams = tf.function(lambda inputs: unigram_preprocessor(inputs),
+        preprocess = tf.function(lambda inputs: preprocessor.dense(inputs),
+                                 input_signature=[preprocessor.input_signature()])
+        preprocess_unigrams = tf.function(lambda inputs: unigram_preprocessor.dense(inputs),
                                           input_signature=[preprocessor.input_signature()])
         # The same export with the peer's text features (word unigrams): the export's own cost against the peer,
         # apart from what the n-grams add (weights untrained: latency only).
-        unigram_model = model_module.build_model(unigram_preprocessor.output_dim, len(classes), config.model)
+        unigram_model = model_module.build_model(unigram_preprocessor.model_inputs(), len(classes), config.model)
         unigram_path = export_classifier(project / "runs" / "bench_unigrams" / "export",
                                          tabular_serving(unigram_model, unigram_preprocessor),
                                          tracked=[unigram_preprocessor, unigram_model], classes=classes,
                                          temperature=1.3)
         serve_unigrams = tf.saved_model.load(str(unigram_path)).signatures["serving_default"]
-        bare = tf.function(lambda x: model(x, training=False),
-                           input_signature=[tf.TensorSpec([None, preprocessor.output_dim], tf.float32)])
+        bare = tf.function(lambda x: model(x, training=False), input_signature=[
+            {name: tf.TensorSpec([None, width], tf.float32) for name, width in preprocessor.block_widths().items()}])
         one_raw, batch_raw = raw_tensors(1), raw_tensors(args.batch)
-        one_encoded, batch_encoded = tf.constant(encoded[:1]), tf.constant(encoded)
-        one_numpy, batch_numpy = encoded[:1], encoded
+        one_numpy = {name: block[:1] for name, block in encoded.items()}
+        batch_numpy = encoded
+        one_encoded, batch_encoded = (tf.nest.map_structure(tf.constant, one_numpy),
+                                      tf.nest.map_structure(tf.constant, batch_numpy))
         reference = model.predict(batch_numpy, batch_size=args.batch, verbose=0)
         served = serve(**batch_raw)["logits"].numpy()
         assert np.allclose(served, reference, atol=1e-4), "the export's logits differ from the model's"
@@ -179,7 +184,7 @@ def main(argv=None):
         space = feature_space(filled, features.numeric, features.categorical, features.text,
                               config.data.text.max_tokens)
         space_dim = int(space({name: values[:2] for name, values in filled.items()}).shape[-1])
-        peer_model = model_module.build_model(space_dim, len(classes), config.model)
+        peer_model = model_module.build_model(flat_inputs(space_dim), len(classes), config.model)
         peer_module = tf.Module()
         peer_module.space, peer_module.model = space, peer_model
         peer_module.serve = tf.function(
@@ -198,7 +203,7 @@ def main(argv=None):
         floor_module.raw = tf.function(lambda inputs: {"probabilities": tf.zeros([tf.size(inputs[first]),
                                                                                   len(classes)])},
                                        input_signature=[specs])
-        floor_module.encoded = tf.function(lambda x: tf.zeros([tf.shape(x)[0], len(classes)]),
+        floor_module.encoded = tf.function(lambda x: tf.zeros([tf.shape(next(iter(x.values())))[0], len(classes)]),
                                            input_signature=[bare.input_signature[0]])
         tf.saved_model.save(floor_module, str(floor_folder),
                             signatures={"serving_default": floor_module.raw.get_concrete_function()})
@@ -210,7 +215,7 @@ def main(argv=None):
             "(c) model.predict on encoded rows": lambda: model.predict(one_numpy, verbose=0),
             "(d) call floor of (a): a loaded signature with the same inputs that returns zeros":
                 lambda: raw_floor(**one_raw)["probabilities"].numpy(),
-            "(e) call floor of (b): a tf.function of one tensor that returns zeros":
+            "(e) call floor of (b): a tf.function of the named blocks that returns zeros":
                 lambda: floor_module.encoded(one_encoded).numpy(),
             PEER: lambda: peer(**one_raw)["probabilities"].numpy(),
             EXPORT_UNIGRAMS: lambda: serve_unigrams(**one_raw)["probabilities"].numpy(),
@@ -224,7 +229,7 @@ def main(argv=None):
                                                                        verbose=0),
             "(d) call floor of (a): a loaded signature with the same inputs that returns zeros":
                 lambda: raw_floor(**batch_raw)["probabilities"].numpy(),
-            "(e) call floor of (b): a tf.function of one tensor that returns zeros":
+            "(e) call floor of (b): a tf.function of the named blocks that returns zeros":
                 lambda: floor_module.encoded(batch_encoded).numpy(),
             PEER: lambda: peer(**batch_raw)["probabilities"].numpy(),
             EXPORT_UNIGRAMS: lambda: serve_unigrams(**batch_raw)["probabilities"].numpy(),
@@ -264,7 +269,7 @@ def main(argv=None):
     p50 = {name: percentile(values, 50) for name, values in latency.items()}
     p99 = {name: percentile(values, 99) for name, values in latency.items()}
     rows_per_second = {name: args.batch / (statistics.median(values) / 1e3) for name, values in throughput.items()}
-    print(f"\n{len(classes)} classes, {preprocessor.output_dim} encoded features ({len(features.numeric)} numeric, "
+    print(f"\n{len(classes)} classes, {preprocessor.dense_width} encoded features ({len(features.numeric)} numeric, "
           f"{len(features.categorical)} categorical, {len(features.text)} text), model.py MLP "
           f"{config.model.hidden_units}; export written in {export_seconds:.1f} s, loaded in {load_seconds:.1f} s; "
           f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs\n")

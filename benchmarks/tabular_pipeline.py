@@ -165,6 +165,16 @@ def project_config(project: Path, batch_size: int, label_smoothing=None, determi
     return load_config(project / "config.yaml", overrides)
 
 
+def flat_inputs(width: int):
+    """The template model's inputs for a peer that hands it one float32 vector per row (keras FeatureSpace)."""
+    import keras
+
+    from kerasls.preprocessing import ModelInputs
+
+    inputs = keras.Input(shape=(width,), name="features")
+    return ModelInputs(inputs=inputs, features={"features": inputs})
+
+
 def feature_space(columns: dict, numeric, categorical, text, max_tokens):
     """keras `FeatureSpace` for the same columns, adapted; the TF-IDF text feature reshaped (keras#22522)."""
     import keras
@@ -238,14 +248,17 @@ def main(argv=None):
         step = "TableFeed(config): read + check the table, adapt the preprocessing, TabularPreprocessor.encode (once)"
         one_off[step] = time.perf_counter() - start
         features, classes, preprocessor = feed.features, feed.classes, feed.preprocessor
-        x_train = feed.encoded("train")
+        # the model's named inputs over the encoded table (what the kerasls pipeline slices per batch), as tensors
+        x_train = preprocessor.named({"dense": tf.constant(feed.encoded("train")["dense"])})
         raw_train, t_train = feed.raw_columns("train"), feed.training_targets("train")
-        rows, batch = len(x_train), config.training.batch_size
+        rows, batch = len(t_train), config.training.batch_size
         drop_remainder = config.training.jit_compile is not False
 
-        def new_model(input_dim, targets=config.targets):
+        def new_model(width=None, targets=config.targets):
+            """The template's model over the named inputs, or over one vector of `width` (FeatureSpace)."""
             keras.utils.set_random_seed(config.seed)
-            model = model_module.build_model(input_dim, len(classes), config.model)
+            inputs = feed.model_inputs() if width is None else flat_inputs(width)
+            model = model_module.build_model(inputs, len(classes), config.model)
             return training.compile_classifier(model, config.training, targets)
 
         def kerasls_dataset():
@@ -273,7 +286,7 @@ def main(argv=None):
             batch, drop_remainder=drop_remainder).cache().shuffle(steps, seed=config.seed,
                                                                   reshuffle_each_iteration=True)
         no_smoothing = TargetsConfig(**{**config.targets.model_dump(), "label_smoothing": 0.0})
-        width = preprocessor.output_dim
+        width = preprocessor.dense_width
         epsilon = config.targets.label_smoothing
         KERASLS, EPS0 = f"(a) kerasls: train.py pipeline (TableFeed), ε={epsilon}", "(d) kerasls, ε=0.0"
         NUMPY, CACHED = ("(b1) in-memory: model.fit(tensors, shuffle=True)",
@@ -281,14 +294,14 @@ def main(argv=None):
         PEER, SPACE = ("(c1) peer: TabularPreprocessor in dataset.map per batch",
                        "(c2) peer: keras FeatureSpace in dataset.map per batch")
         runs = {
-            KERASLS: dict(model=new_model(width), x=kerasls_dataset(), rows=full_rows, width=width),
-            NUMPY: dict(model=new_model(width), x=tf.constant(x_train), y=tf.constant(t_train), batch_size=batch,
+            KERASLS: dict(model=new_model(), x=kerasls_dataset(), rows=full_rows, width=width),
+            NUMPY: dict(model=new_model(), x=x_train, y=tf.constant(t_train), batch_size=batch,
                         shuffle=True, rows=rows, width=width),
-            CACHED: dict(model=new_model(width), x=cached_batches.prefetch(tf.data.AUTOTUNE), rows=full_rows,
+            CACHED: dict(model=new_model(), x=cached_batches.prefetch(tf.data.AUTOTUNE), rows=full_rows,
                          width=width),
-            PEER: dict(model=new_model(width), x=per_batch(preprocessor, raw_train), rows=full_rows, width=width),
+            PEER: dict(model=new_model(), x=per_batch(preprocessor, raw_train), rows=full_rows, width=width),
             SPACE: dict(model=new_model(space_dim), x=per_batch(space, filled), rows=full_rows, width=space_dim),
-            EPS0: dict(model=new_model(width, no_smoothing), x=kerasls_dataset(), rows=full_rows, width=width),
+            EPS0: dict(model=new_model(targets=no_smoothing), x=kerasls_dataset(), rows=full_rows, width=width),
         }
 
         def fit_seconds(run):

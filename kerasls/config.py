@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kerasls.encoder_settings import EncoderSettings
 from kerasls.errors import KeraslsError
 
 
@@ -39,6 +40,8 @@ class TextSettings(_Section):
     char_ngrams: Optional[tuple[int, int]] = (2, 5)  # [min, max] characters within word boundaries; null = none
     max_tokens: int = Field(10000, ge=10)  # size of each vocabulary (word n-grams; character n-grams)
     sublinear_tf: bool = True  # 1 + ln(tf) instead of tf
+    # a pretrained KerasHub encoder instead of the n-grams (kerasls.encoder_settings); null = TF-IDF n-grams
+    encoder: Optional[EncoderSettings] = None
 
     @model_validator(mode="after")
     def _some_features(self):
@@ -70,13 +73,21 @@ class TextConfig(TextSettings):
     def settings(self, column: str) -> TextSettings:
         """The settings of text column `column`: these defaults with its entry in `columns` on top."""
         defaults = self.model_dump(exclude={"columns"})
+        override = self.columns.get(column) or {}
+        merged = {**defaults, **override}
+        if isinstance(defaults["encoder"], dict) and isinstance(override.get("encoder"), dict):
+            merged["encoder"] = {**defaults["encoder"], **override["encoder"]}  # e.g. only another sequence_length
         try:
-            return TextSettings.model_validate({**defaults, **(self.columns.get(column) or {})})
+            return TextSettings.model_validate(merged)
         except ValidationError as error:
             first = error.errors()[0]
             key = ".".join(str(part) for part in first["loc"])
             message = first["msg"].removeprefix("Value error, ")
             raise ValueError(f"columns.{column}{'.' + key if key else ''}: {message}") from None
+
+    def encoders(self, columns) -> dict:
+        """{text column: EncoderSettings} of the `columns` that use a pretrained encoder."""
+        return {name: self.settings(name).encoder for name in columns if self.settings(name).encoder is not None}
 
 
 class DataConfig(_Section):
@@ -138,6 +149,9 @@ class TargetsConfig(_Section):
 class TabularModelConfig(_Section):
     hidden_units: list[int] = [128, 64]
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    freeze_backbone: bool = False  # with a text encoder: train only the head for training.epochs ...
+    fine_tune_epochs: int = Field(0, ge=0)  # ... then unfreeze it and train this many more epochs
+    fine_tune_learning_rate: float = Field(2e-5, gt=0.0)
     options: dict[str, Any] = {}  # free-form keys for a model.py the user extended
 
 
@@ -382,6 +396,12 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         value = data.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
             data[key] = str((base / value).resolve())
+    text = data.get("text") if isinstance(data.get("text"), dict) else {}
+    for settings in [text, *(text.get("columns") or {}).values()]:
+        encoder = settings.get("encoder") if isinstance(settings, dict) else None
+        preset = encoder.get("preset") if isinstance(encoder, dict) else None
+        if isinstance(preset, str) and not Path(preset).is_absolute() and (base / preset).is_dir():
+            encoder["preset"] = str((base / preset).resolve())  # a preset folder beside the config
     soft = (raw.get("targets") or {}).get("soft_labels")
     if isinstance(soft, dict) and isinstance(soft.get("teacher"), str):
         if not Path(soft["teacher"]).is_absolute():

@@ -63,6 +63,9 @@ class Serving:
     input_signature: dict
     extra_signatures: dict = field(default_factory=dict)
     evaluate: Optional[Callable] = None
+    # Python packages whose ops the graph uses, to import before loading it (a text encoder's tokenizer: TensorFlow
+    # Text); `assets/kerasls.json` lists them as "requires"
+    requires: tuple = ()
 
     def evaluation_function(self) -> Callable:
         return self.evaluate or self.logits_fn
@@ -77,7 +80,8 @@ def tabular_serving(model, preprocessor) -> Serving:
     """`serving_default` of a table model: raw columns by name -> preprocessing layer -> model -> logits."""
     signature = preprocessor.input_signature()
     logits = traced(lambda inputs: model(preprocessor(inputs), training=False), signature)
-    return Serving(logits_fn=logits, input_signature=signature)
+    return Serving(logits_fn=logits, input_signature=signature,
+                   requires=("tensorflow_text",) if preprocessor.encoders else ())
 
 
 def next_version(export_root) -> int:
@@ -166,6 +170,8 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
         (temp_dir / "assets").mkdir(exist_ok=True)
         (temp_dir / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
         description = {"classes": [str(c) for c in classes], "temperature": float(temperature), **(metadata or {})}
+        if serving.requires:
+            description["requires"] = list(serving.requires)
         if set_predictor is not None:
             description["conformal"] = set_predictor.to_json()
         (temp_dir / "assets" / METADATA_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
@@ -209,9 +215,24 @@ def resolve_export(path) -> Path:
     raise KeraslsError(f"{path}: not a SavedModel export (no saved_model.pb); pass runs/<run>/export/<version>")
 
 
+def import_required_ops(export_dir: Path) -> None:
+    """Import the packages an export's graph needs ops from (`requires` in `assets/kerasls.json`: TensorFlow Text
+    for a text encoder's tokenizer), or one line saying how to install them."""
+    metadata_path = export_dir / "assets" / METADATA_FILE
+    if not metadata_path.is_file():
+        return
+    for package in json.loads(metadata_path.read_text(encoding="utf-8")).get("requires", []):
+        try:
+            __import__(package)
+        except ImportError:
+            raise KeraslsError(f"{export_dir}: this export's tokenizer needs the {package} package's ops; install "
+                               f"it (pip install {package.replace('_', '-')}) in the process that loads it") from None
+
+
 def load_serving_function(path):
-    """(serving function, {input name: tf.TensorSpec}, class names) of an export."""
+    """(serving function, {input name: tf.TensorSpec}, class names, the loaded object) of an export."""
     export_dir = resolve_export(path)
+    import_required_ops(export_dir)
     loaded = tf.saved_model.load(str(export_dir))
     function = loaded.signatures["serving_default"]
     _, input_specs = function.structured_input_signature

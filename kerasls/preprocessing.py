@@ -1,4 +1,4 @@
-"""`TabularPreprocessor`: raw columns (a dict of rank-1 tensors) -> one float32 feature matrix.
+"""`TabularPreprocessor`: raw columns (a dict of rank-1 tensors) -> the model's named inputs.
 
 It is a Keras layer so it runs the same way in three places: once over the training table (the result is kept
 in memory, so training steps never redo string lookups), inside the exported serving function (raw values in,
@@ -9,15 +9,50 @@ inputs (keras#22522, #18604).
   and standard deviation (statistics computed in numpy, stored as constants);
 - categorical: one-hot over the training vocabulary, plus one out-of-vocabulary slot for unseen values;
 - text: TF-IDF over word n-grams and character n-grams within word boundaries, sublinear tf, L2-normalised
-  (`kerasls.text_features.TextTfidf`, configured per column by `data.text`), unknown n-grams ignored.
+  (`kerasls.text_features.TextTfidf`, configured per column by `data.text`), unknown n-grams ignored; or, for a
+  column with `data.text.encoder`, a pretrained encoder's token ids (`kerasls.text_encoder.TextEncoder`).
+
+What the model receives (`ModelInputs`, built by `model_inputs()`), by name: "numeric" [N, numeric columns],
+"categorical" [N, one-hot width], and per text column "text_<column>": its TF-IDF vector [N, width], or, for an
+encoder column, its packed tokens ({token_ids, padding_mask, ...} [N, sequence_length]) which the model turns
+into the encoder's features. The numeric, categorical and TF-IDF blocks are computed as one dense matrix
+(`dense`) and sliced into their blocks (`named`): one scatter writes the whole matrix, and the table in memory
+is held as that matrix.
 """
+
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kerasls.arrays import aligned_zeros
+from kerasls.text_encoder import EncoderBackbone, TextEncoder
 from kerasls.text_features import TextTfidf, TextVocabularyCounter
+
+
+def input_name(column: str) -> str:
+    """The model input of text column `column`."""
+    return f"text_{column}"
+
+
+@dataclass
+class ModelInputs:
+    """What model.py builds on: `inputs`, the `keras.Input`s a model takes by name (nested for an encoder
+    column's tokens); `features`, the tensor each becomes before the head (an encoder column: its backbone's
+    features [N, hidden]; every other input: itself); `encoders`, the backbones by text column."""
+
+    inputs: dict
+    features: dict
+    encoders: dict = field(default_factory=dict)
+
+    def freeze_encoders(self) -> None:
+        for encoder in self.encoders.values():
+            encoder.freeze()
+
+    def unfreeze_encoders(self) -> None:
+        for encoder in self.encoders.values():
+            encoder.unfreeze()
 
 
 class TabularPreprocessor(keras.layers.Layer):
@@ -33,11 +68,15 @@ class TabularPreprocessor(keras.layers.Layer):
         self.text = list(text)
         self.lookups = {}
         self.category_sizes = {}  # categorical column -> its one-hot width (vocabulary + OOV slot), a Python int
+        encoders = text_settings.encoders(self.text) if text_settings else {}
+        self.encoders = {name: TextEncoder(settings, name, name=f"encoder_{name}")
+                         for name, settings in encoders.items()}
         self.vectorizers = {
-            name: TextTfidf(**(text_settings.settings(name).model_dump() if text_settings else {}),
+            name: TextTfidf(**(text_settings.settings(name).model_dump(exclude={"encoder"}) if text_settings else {}),
                             name=f"tfidf_{name}")
-            for name in self.text
+            for name in self.text if name not in encoders
         }
+        self.truncated = {}  # encoder column -> texts truncated to its sequence_length by `encode`
         self._adapted = False
         self._encode_function = None  # `entries` traced for `encode`, made on first use
 
@@ -90,21 +129,46 @@ class TabularPreprocessor(keras.layers.Layer):
         return self
 
     @property
-    def output_dim(self) -> int:
-        text_width = sum(vectorizer.output_dim for vectorizer in self.vectorizers.values())
-        return self.numeric_and_categorical_width + text_width
+    def dense_width(self) -> int:
+        """Columns of the dense matrix: the numeric, categorical and TF-IDF blocks side by side."""
+        return sum(self.block_widths().values())
+
+    def block_widths(self) -> dict:
+        """{model input: width} of the dense matrix's blocks, in the order of its columns."""
+        widths = {"numeric": len(self.numeric)} if self.numeric else {}
+        if self.categorical:
+            widths["categorical"] = sum(self.category_sizes.values())
+        widths.update({input_name(name): vectorizer.output_dim for name, vectorizer in self.vectorizers.items()})
+        return widths
 
     @property
     def numeric_and_categorical_width(self) -> int:
         return len(self.numeric) + sum(self.category_sizes.values())
 
     def call(self, inputs):
-        """[N, output_dim]: the numeric block, one one-hot block per categorical column, one TF-IDF block per text
-        column, written by one SparseToDense of `entries`: concatenating the blocks (and making each one-hot block
-        first) cost about 5% of a 1,024-row export call (benchmarks/serving.py)."""
+        """Raw columns -> the model's named inputs (`named` of the dense matrix and the encoders' tokens)."""
+        encoded = {"dense": self.dense(inputs)} if self.dense_width else {}
+        encoded.update({input_name(name): encoder(inputs[name]) for name, encoder in self.encoders.items()})
+        return self.named(encoded)
+
+    def named(self, encoded: dict) -> dict:
+        """{"dense": [N, dense_width], "text_<encoder column>": tokens} -> the model's inputs by name: the dense
+        matrix sliced into its blocks, the tokens as they are. Tables in memory are held as `encoded` and sliced
+        per batch."""
+        named, start = {}, 0
+        for name, width in self.block_widths().items():
+            named[name] = encoded["dense"][..., start:start + width]
+            start += width
+        named.update({name: value for name, value in encoded.items() if name != "dense"})
+        return named
+
+    def dense(self, inputs):
+        """[N, dense_width]: the numeric block, one one-hot block per categorical column, one TF-IDF block per
+        TF-IDF text column, written by one SparseToDense of `entries`: concatenating the blocks (and making each
+        one-hot block first) cost about 5% of a 1,024-row export call (benchmarks/serving.py)."""
         position, weight = self.entries(inputs)
         rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
-        width = self.output_dim
+        width = self.dense_width
         # the positions are distinct, in no particular order, which SparseToDense takes unvalidated
         flat = tf.raw_ops.SparseToDense(sparse_indices=position, output_shape=tf.reshape(rows * width, [1]),
                                         sparse_values=weight, default_value=tf.constant(0.0), validate_indices=False)
@@ -112,7 +176,7 @@ class TabularPreprocessor(keras.layers.Layer):
 
     def entries(self, inputs):
         """(position, weight), both [E]: every entry of `call`'s output that may be nonzero, each once, at
-        position row * output_dim + column. `encode` writes them into its matrix itself."""
+        position row * dense_width + column. `encode_dense` writes them into its matrix itself."""
         if not self._adapted:
             raise RuntimeError("TabularPreprocessor.adapt() must run before the layer is called")
         rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
@@ -120,7 +184,7 @@ class TabularPreprocessor(keras.layers.Layer):
             tf.debugging.assert_equal(
                 tf.stack([tf.size(inputs[name], out_type=tf.int64) for name in self.columns]), rows,
                 message=f"the columns {self.columns} must hold one value per row each")
-        width = self.output_dim
+        width = self.dense_width
         row_start = tf.range(rows) * width
         parts = []
         if self.numeric:
@@ -135,20 +199,30 @@ class TabularPreprocessor(keras.layers.Layer):
             index = tf.cast(self.lookups[name](inputs[name]), tf.int64)  # 0: out of vocabulary
             parts.append((row_start + (index + offset), ones))
             offset += self.category_sizes[name]
-        for name in self.text:
+        for name in self.vectorizers:
             row, column, weight = self.vectorizers[name].entries(inputs[name])
             parts.append((row * width + (column + offset), weight))
             offset += self.vectorizers[name].output_dim
         return tuple(tf.concat(values, axis=0) for values in zip(*parts))
 
-    def encode(self, columns: dict, batch_size=8192) -> np.ndarray:
-        """Run the layer over numpy columns in chunks; returns the float32 feature matrix, equal to `call`'s.
+    def encode(self, columns: dict) -> dict:
+        """Numpy columns -> what `named` takes, as numpy arrays: "dense", the float32 matrix (`encode_dense`), and
+        each encoder column's tokens ("text_<column>"). Records the texts each encoder truncated (`truncated`)."""
+        encoded = {"dense": self.encode_dense(columns)}
+        for name, encoder in self.encoders.items():
+            encoded[input_name(name)], self.truncated[name] = encoder.tokenize(columns[name])
+        return encoded
+
+    def encode_dense(self, columns: dict, batch_size=8192) -> np.ndarray:
+        """`dense` over numpy columns in chunks: the float32 matrix [N, dense_width].
 
         Traced once (eager n-gram ops cost ~2x). It writes the layer's `entries` into one zero matrix itself: with
         n-grams a row is tens of thousands of floats, nearly all zero, and dense chunks cost three passes over them
         (the scatter, the copy out of TensorFlow, the copy into the matrix)."""
-        num_rows = len(next(iter(columns.values())))
-        encoded = aligned_zeros((num_rows, self.output_dim))  # TensorFlow can train from it without a copy
+        num_rows = len(columns[self.columns[0]])
+        encoded = aligned_zeros((num_rows, self.dense_width))  # TensorFlow can train from it without a copy
+        if not self.dense_width:
+            return encoded
         flat = encoded.reshape(-1)  # a view: the matrix is contiguous
         specs = self.input_signature()
         if self._encode_function is None:
@@ -157,8 +231,20 @@ class TabularPreprocessor(keras.layers.Layer):
             batch = {name: tf.constant(np.asarray(columns[name][start:start + batch_size]), dtype=specs[name].dtype)
                      for name in self.columns}
             position, weight = self._encode_function(batch)
-            flat[start * self.output_dim + position.numpy()] = weight.numpy()
+            flat[start * self.dense_width + position.numpy()] = weight.numpy()
         return encoded
+
+    def model_inputs(self) -> ModelInputs:
+        """The `keras.Input`s of the named inputs and their features; an encoder column's backbone is loaded from
+        its preset here, so call this inside the strategy's scope."""
+        inputs = {name: keras.Input(shape=(width,), name=name) for name, width in self.block_widths().items()}
+        features = dict(inputs)
+        encoders = {}
+        for name, encoder in self.encoders.items():
+            inputs[input_name(name)] = encoder.keras_inputs(input_name(name))
+            encoders[name] = EncoderBackbone(encoder.settings, name)
+            features[input_name(name)] = encoders[name].features(inputs[input_name(name)])
+        return ModelInputs(inputs, features, encoders)
 
     def input_signature(self) -> dict:
         """One rank-1 `tf.TensorSpec` per raw column: float32 for numeric, string otherwise."""

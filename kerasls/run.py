@@ -30,6 +30,7 @@ import yaml
 from kerasls import config as config_module
 from kerasls.cluster import cluster_task
 from kerasls.data import tabular
+from kerasls.encoder_settings import check_encoders_available
 from kerasls.errors import KeraslsError, run_with_clear_errors, set_interrupt_hint
 from kerasls.fileio import atomic_write_text
 
@@ -149,11 +150,19 @@ def check_before_tensorflow(argv, schema=config_module.TabularConfig) -> None:
             refuse_finished_run(Path(args.runs_dir).resolve() / args.run_name / (worker_folder_name(config) or ""))
         if isinstance(config, config_module.TabularConfig):
             tabular.check_files_and_columns(config.data, config.targets.soft_labels)
+            check_encoders_available(encoders_in(config.data))
         elif not Path(config.data.train).exists():
             raise KeraslsError(f"{config.data.train}: train images not found; set data.train to a folder of class "
                                "folders or a .csv manifest")
 
     run_with_clear_errors(check, argv)
+
+
+def encoders_in(data) -> dict:
+    """{text column: EncoderSettings} the config asks for; with inferred features (`data.features: null`), the
+    text columns are known only from the data, so the default encoder stands for them."""
+    columns = data.features.text if data.features else [*data.text.columns, "(inferred text columns)"]
+    return data.text.encoders(columns)
 
 
 def read_command_line(argv=None, schema=config_module.TabularConfig):

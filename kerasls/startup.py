@@ -36,7 +36,11 @@ def quiet_tensorflow() -> None:
     """Import TensorFlow (once per process) with its start-up noise dropped; everything with `--debug`."""
     if "tensorflow" in sys.modules or showing_everything():
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ log lines during training too (e.g. tf.data notices)
+    # C++ log lines during training too (tf.data notices; oneDNN's "supports DT_INT64 only on platforms with
+    # AVX-512", an error-level line at a text encoder's first tokenizer call): level 3 unless the user chose 0 or 1
+    # (importing kerasls sets 2 where nothing was set)
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:

@@ -5,7 +5,8 @@
     feed.dataset("val", batch_size)       # validation batches for `model.fit`
     feed.evaluation_inputs("val")         # raw columns, as the export takes them
     feed.targets("test")                  # SplitTargets: distributions, observed classes, soft?, where from
-    feed.class_prior(), feed.serving(model), feed.input_dim
+    feed.class_prior(), feed.serving(model)
+    feed.model_inputs()                   # the named inputs model.py builds on (kerasls.preprocessing.ModelInputs)
 
 The image feed (`kerasls.image_feed.ImageFeed`) answers the same calls, so both templates' `train.py` read
 alike. With `data.streaming: true` the files are read in chunks, never whole (`kerasls.data.streaming`); else
@@ -24,6 +25,7 @@ from kerasls import teacher
 from kerasls.arrays import shared_tensor
 from kerasls.data import streaming, tabular
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, without_static_rewrites
+from kerasls.errors import KeraslsError
 from kerasls.export import Serving, tabular_serving
 from kerasls.preprocessing import TabularPreprocessor
 from kerasls.targets import SplitTargets
@@ -52,28 +54,46 @@ class TableFeed:
             train_columns = self.raw_columns("train")
             self.preprocessor.adapt(train_columns)
             self._encoded["train"] = self.preprocessor.encode(train_columns)  # the same columns, converted once
+            self.truncated = dict(self.preprocessor.truncated)  # training texts cut to an encoder's sequence_length
 
     # -- what the data are ----------------------------------------------------------------------------------
     def summary(self) -> str:
         counts = " ".join(f"{split}={count}" for split, count in self.rows.items())
         features = self.features
-        width = f"encoded width {self.input_dim}"
+        lines = [f"classes: {self.classes}", f"rows: {counts}",
+                 f"features: numeric={features.numeric} categorical={features.categorical} text={features.text}"]
+        inputs = [f"{name} [{width}]" for name, width in self.preprocessor.block_widths().items()]
+        inputs += [f"text_{name} [{encoder.sequence_length} tokens, {encoder.settings.preset}]"
+                   for name, encoder in self.preprocessor.encoders.items()]
+        held = ""
         if not self.streaming:  # text n-grams make wide rows: say what holding them costs (streaming does not)
-            width += f", training rows held encoded: {self.rows['train'] * self.input_dim * 4 / 2**20:,.0f} MB"
-        return (f"classes: {self.classes}\nrows: {counts}\nfeatures: numeric={features.numeric} "
-                f"categorical={features.categorical} text={features.text} ({width})")
+            size = sum(array.nbytes for array in tf.nest.flatten(self._encoded["train"]))
+            held = f"; training rows held encoded: {size / 2**20:,.0f} MB"
+        lines.append(f"model inputs: {', '.join(inputs)}{held}")
+        for name, count in getattr(self, "truncated", {}).items():
+            if count:
+                lines.append(f"note: {count} of {self.rows['train']} training texts of {name!r} are longer than "
+                             f"{self.preprocessor.encoders[name].sequence_length} tokens and were truncated "
+                             "(data.text.encoder.sequence_length)")
+        return "\n".join(lines)
+
+    def model_inputs(self):
+        """The named inputs model.py builds on (`kerasls.preprocessing.ModelInputs`); loads an encoder column's
+        backbone from its preset, so call it inside the strategy's scope."""
+        return self.preprocessor.model_inputs()
 
     @property
-    def input_dim(self) -> int:
-        """Width of an encoded row: what model.py's first layer takes."""
-        return self.preprocessor.output_dim
+    def input_dim(self):
+        raise KeraslsError("feed.input_dim is gone: model.py now receives the named inputs, feed.model_inputs(); "
+                           "see the tabular-intent template's train.py and model.py (kerasls new tabular-intent)")
 
     def raw_columns(self, split: str) -> dict:
         """In memory only: the raw columns of `split`, as the serving signature takes them."""
         return tabular.column_arrays(self.frames[split], self.features)
 
-    def encoded(self, split: str) -> np.ndarray:
-        """In memory only: the rows of `split` after the preprocessing (float32 [N, input_dim])."""
+    def encoded(self, split: str) -> dict:
+        """In memory only: the rows of `split` after the preprocessing, as `TabularPreprocessor.encode` gives
+        them ("dense" float32 [N, dense_width], an encoder column's tokens)."""
         if split not in self._encoded:
             self._encoded[split] = self.preprocessor.encode(self.raw_columns(split))
         return self._encoded[split]
@@ -111,15 +131,16 @@ class TableFeed:
             return self.stream.dataset("train", batch_size, shuffle=True, drop_remainder=drop_remainder,
                                        epoch=epoch_variable())
         return epoch_shuffled_dataset(self.encoded("train"), self.training_targets("train"), batch_size, self.seed,
-                                      epoch_variable(), drop_remainder)
+                                      epoch_variable(), drop_remainder, named=self.preprocessor.named)
 
     def dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
-        """(encoded rows, training targets) batches of `split` in file order, for validation during `fit`."""
+        """(named inputs, training targets) batches of `split` in file order, for validation during `fit`."""
         if self.streaming:
             return self.stream.dataset(split, batch_size)
-        dataset = tf.data.Dataset.from_tensor_slices((shared_tensor(self.encoded(split)),
+        dataset = tf.data.Dataset.from_tensor_slices((tf.nest.map_structure(shared_tensor, self.encoded(split)),
                                                       shared_tensor(self.training_targets(split))))
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(without_static_rewrites())
+        dataset = dataset.batch(batch_size).map(lambda encoded, targets: (self.preprocessor.named(encoded), targets))
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(without_static_rewrites())
 
     # -- what evaluation and serving read -------------------------------------------------------------------
     def evaluation_inputs(self, split: str, batch_size=1024):

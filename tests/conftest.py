@@ -23,7 +23,8 @@ from kerasls.templates_index import render_template
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 E2E_MODULES = {"test_crash_resume", "test_distributed", "test_end_to_end", "test_examples", "test_image_template",
-               "test_no_network", "test_replica_split", "test_soft_examples", "test_soft_truth", "test_benchmarks"}
+               "test_no_network", "test_replica_split", "test_soft_examples", "test_soft_truth", "test_benchmarks",
+               "test_encoder_training"}
 E2E_FIXTURES = {"trained_project", "launched"}
 
 
@@ -47,6 +48,17 @@ def tabular_build_model():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_model
+
+
+def flat_model_inputs(width):
+    """Model inputs of one float32 vector of `width` per row, for tests that feed the template's model.py arrays
+    (a generated project's model receives `feed.model_inputs()`)."""
+    import keras
+
+    from kerasls.preprocessing import ModelInputs
+
+    inputs = keras.Input(shape=(width,), name="features")
+    return ModelInputs(inputs=inputs, features={"features": inputs})
 
 
 @pytest.fixture()

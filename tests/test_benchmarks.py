@@ -68,6 +68,17 @@ def test_serving_prints_every_method_and_the_three_targets():
     assert "preprocessing share of the export's time" in stdout
 
 
+def test_text_encoder_prints_training_and_serving_against_keras_hub():
+    pytest.importorskip("keras_hub", reason="the encoders extra (keras-hub, tensorflow-text) is not installed here")
+    stdout = run_script("text_encoder.py", "--rows", "300", "--epochs", "1", "--calls", "3", "--serve-batch", "32")
+    rows = table_rows(stdout)
+    for method in ("kerasls: TableFeed + model.fit", "peer: KerasHub TextClassifier.fit on texts",
+                   "(a) kerasls export: serving_default on raw text", "(b) peer: KerasHub TextClassifier.predict",
+                   "(c) bare model: tf.function on tokenized rows", "(d) the export's tokenization alone"):
+        assert method in rows, rows
+    assert len(verdicts(stdout)) == 1 and "tokenization's share" in stdout, stdout
+
+
 @pytest.mark.slow
 def test_text_peer_trains_both_systems_and_prints_accuracy_time_and_sets(tmp_path):
     """A tiny text-intent table (3 intents, keyword-bearing messages), 2 epochs: the tables, not the numbers."""

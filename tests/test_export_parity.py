@@ -64,7 +64,7 @@ def test_tabular_export_serves_the_logits_the_run_evaluated(policy, tmp_path):
     preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"],
                                        text_settings=TextConfig(max_tokens=50))
     preprocessor.adapt({name: values[:200] for name, values in columns.items()})
-    model = tabular_build_model()(preprocessor.output_dim, 4, SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
+    model = tabular_build_model()(preprocessor.model_inputs(), 4, SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
     scale_weights(model, 3.0)
     serving = tabular_serving(model, preprocessor)
     held_out = {name: values[200:] for name, values in columns.items()}
@@ -93,7 +93,7 @@ def test_export_serves_the_prediction_sets_the_run_measured(score, tmp_path):
     preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"],
                                        text_settings=TextConfig(max_tokens=50))
     preprocessor.adapt({name: values[:200] for name, values in columns.items()})
-    model = tabular_build_model()(preprocessor.output_dim, 5, SimpleNamespace(hidden_units=[32], dropout=0.0))
+    model = tabular_build_model()(preprocessor.model_inputs(), 5, SimpleNamespace(hidden_units=[32], dropout=0.0))
     scale_weights(model, 2.0)
     serving = tabular_serving(model, preprocessor)
     logits = results.predict_logits(serving.evaluation_function(), {name: values[200:] for name, values in

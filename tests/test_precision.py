@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import run_train, tabular_build_model
+from conftest import flat_model_inputs, run_train, tabular_build_model
 
 from kerasls import results, training
 from kerasls.config import AugmentConfig, TargetsConfig, TextConfig, TrainingConfig, load_config
@@ -56,7 +56,8 @@ def train_blobs(policy, epochs=EPOCHS):
     training.set_seeds(7)
     training.epoch_variable().assign(0)  # the shuffle order reads it; no EpochState callback here
     config = TrainingConfig(epochs=epochs, batch_size=BATCH, learning_rate=3e-3, jit_compile=False)
-    model = tabular_build_model()(FEATURES, CLASSES, SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
+    model = tabular_build_model()(flat_model_inputs(FEATURES), CLASSES,
+                                  SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
     training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
     features, targets = blobs()
     train_data = training.make_dataset(features[:800], targets[:800], BATCH, shuffle=True, seed=3)
@@ -108,7 +109,7 @@ def test_loss_scale_optimizer_under_float16_only(runs):
 
 
 def test_compile_adds_loss_scaling_for_a_float16_policy_even_when_the_model_was_built_before():
-    model = tabular_build_model()(FEATURES, CLASSES, SimpleNamespace(hidden_units=[8], dropout=0.0))
+    model = tabular_build_model()(flat_model_inputs(FEATURES), CLASSES, SimpleNamespace(hidden_units=[8], dropout=0.0))
     keras.mixed_precision.set_global_policy("mixed_float16")  # Keras' own wrapping looks at the model's policy
     training.compile_classifier(model, TrainingConfig(), TargetsConfig())
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -142,7 +143,7 @@ def test_tabular_preprocessing_stays_float32_under_mixed_bfloat16():
         keras.mixed_precision.set_global_policy(policy)
         preprocessor = TabularPreprocessor(["amount"], ["device"], ["query"],
                                            text_settings=TextConfig(max_tokens=20)).adapt(columns)
-        return preprocessor.encode(columns)
+        return preprocessor.encode_dense(columns)
 
     reference = encoded("float32")
     for policy in ("mixed_bfloat16", "mixed_float16"):
@@ -169,13 +170,15 @@ def test_distillation_loss_is_float32_for_low_precision_logits(dtype):
 
 
 def test_float16_model_exports_float32_probabilities_that_serve(runs, tmp_path):
-    from kerasls.export import Serving, export_classifier
+    from kerasls.export import Serving, export_classifier, traced
 
     model, _ = runs["mixed_float16"]
     features, _ = blobs()
     temperature = 1.3
-    serving = Serving(logits_fn=lambda inputs: model(inputs["features"], training=False),
-                      input_signature={"features": tf.TensorSpec([None, FEATURES], tf.float32, name="features")})
+    signature = {"features": tf.TensorSpec([None, FEATURES], tf.float32, name="features")}
+    # traced, as a run evaluates: float16 ops run eagerly round differently from the fused graph (3e-4 here)
+    serving = Serving(logits_fn=traced(lambda inputs: model(inputs["features"], training=False), signature),
+                      input_signature=signature)
     export = export_classifier(tmp_path / "export", serving, tracked=[model], classes=["a", "b", "c"],
                                temperature=temperature)
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
@@ -184,7 +187,8 @@ def test_float16_model_exports_float32_probabilities_that_serve(runs, tmp_path):
     probabilities = out["probabilities"].numpy()
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    expected = tf.nn.softmax(results.predict_logits(model, features[:50]) / temperature).numpy()
+    evaluated = results.predict_logits(serving.evaluation_function(), {"features": features[:50]})
+    expected = tf.nn.softmax(evaluated / temperature).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
@@ -209,7 +213,8 @@ def without_op_determinism():
 def test_jit_compile_auto_means_xla_only_where_keras_supports_it(without_op_determinism):
     """Keras 3.15 resolves "auto" to False on a CPU-only machine (and under tf.distribute or op determinism)."""
     for setting, expected in (("auto", HAS_GPU), (True, True), (False, False)):
-        model = tabular_build_model()(FEATURES, CLASSES, SimpleNamespace(hidden_units=[8], dropout=0.0))
+        model = tabular_build_model()(flat_model_inputs(FEATURES), CLASSES,
+                                      SimpleNamespace(hidden_units=[8], dropout=0.0))
         config = TrainingConfig(jit_compile=setting, deterministic=False)
         training.compile_classifier(model, config, TargetsConfig())
         assert model.jit_compile is expected, setting

@@ -19,26 +19,26 @@ def preprocessor():
 
 def test_numeric_missing_values_take_the_median_then_standardise(preprocessor):
     filled = np.array([1.0, 2.0, 2.0, 5.0])  # NaN -> median of [1, 2, 5] = 2
-    encoded = preprocessor.encode({"n": np.array([np.nan, 5.0], np.float32), "c": np.array(["x", "x"], object),
+    encoded = preprocessor.encode_dense({"n": np.array([np.nan, 5.0], np.float32), "c": np.array(["x", "x"], object),
                                    "t": np.array(["", ""], object)})
     expected = (np.array([2.0, 5.0]) - filled.mean()) / filled.std()
     np.testing.assert_allclose(encoded[:, 0], expected, rtol=1e-6)
 
 
 def test_unseen_category_goes_to_the_out_of_vocabulary_slot(preprocessor):
-    encoded = preprocessor.encode({"n": np.array([1.0, 1.0], np.float32), "c": np.array(["x", "never"], object),
+    encoded = preprocessor.encode_dense({"n": np.array([1.0, 1.0], np.float32), "c": np.array(["x", "never"], object),
                                    "t": np.array(["", ""], object)})
     categorical = encoded[:, 1:4]  # [OOV, "x", "y"]
     np.testing.assert_array_equal(categorical, [[0, 1, 0], [1, 0, 0]])
 
 
 def test_unknown_words_are_ignored_and_width_is_stable(preprocessor):
-    encoded = preprocessor.encode({"n": np.array([1.0], np.float32), "c": np.array(["x"], object),
+    encoded = preprocessor.encode_dense({"n": np.array([1.0], np.float32), "c": np.array(["x"], object),
                                    "t": np.array(["zzzz qqqq"], object)})
-    assert encoded.shape == (1, preprocessor.output_dim)
+    assert encoded.shape == (1, preprocessor.dense_width)
     text_part = encoded[0, 4:]
     assert text_part.sum() == 0  # no known word or character n-gram: unseen n-grams have no slot
-    known = preprocessor.encode({"n": np.array([1.0], np.float32), "c": np.array(["x"], object),
+    known = preprocessor.encode_dense({"n": np.array([1.0], np.float32), "c": np.array(["x"], object),
                                  "t": np.array(["buy"], object)})
     assert known[0, 4:].sum() > 0
 
@@ -66,13 +66,13 @@ def test_encode_writes_what_the_layer_computes(numeric, categorical):
     preprocessor = TabularPreprocessor(numeric, categorical, ["t", "u"],
                                        text_settings=TextConfig(max_tokens=40)).adapt(train)
     columns = {name: rows[name] for name in preprocessor.columns}
-    served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])
+    served = tf.function(preprocessor.dense, input_signature=[preprocessor.input_signature()])
     specs = preprocessor.input_signature()
     expected = served({name: tf.constant(values, dtype=specs[name].dtype) for name, values in columns.items()})
 
-    encoded = preprocessor.encode(columns, batch_size=3)  # two chunks: the second's rows are offset
+    encoded = preprocessor.encode_dense(columns, batch_size=3)  # two chunks: the second's rows are offset
 
-    assert encoded.shape == (4, preprocessor.output_dim)
+    assert encoded.shape == (4, preprocessor.dense_width)
     np.testing.assert_allclose(encoded, expected.numpy(), atol=1e-7)
     assert np.count_nonzero(encoded[:, preprocessor.numeric_and_categorical_width:]) > 10
 
@@ -92,7 +92,7 @@ def test_layer_output_is_the_blocks_side_by_side():
     preprocessor = TabularPreprocessor(["a", "b"], ["c", "d"], ["t"],
                                        text_settings=TextConfig(max_tokens=30)).adapt(train)
     specs = preprocessor.input_signature()
-    served = tf.function(preprocessor.call, input_signature=[specs])(
+    served = tf.function(preprocessor.dense, input_signature=[specs])(
         {name: tf.constant(values, dtype=specs[name].dtype) for name, values in rows.items()}).numpy()
 
     blocks = []
@@ -108,9 +108,9 @@ def test_layer_output_is_the_blocks_side_by_side():
     blocks.append(preprocessor.vectorizers["t"](tf.constant(rows["t"].astype(str))).numpy())
     expected = np.concatenate(blocks, axis=1)
 
-    assert served.shape == expected.shape == (3, preprocessor.output_dim)
+    assert served.shape == expected.shape == (3, preprocessor.dense_width)
     np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(preprocessor.encode(rows), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(preprocessor.encode_dense(rows), expected, rtol=1e-6, atol=1e-7)
 
 
 def _tensors(preprocessor, columns):
@@ -129,7 +129,7 @@ def test_columns_of_different_lengths_are_refused(preprocessor, short):
     rows = {"n": np.array([1.0, 2.0, 3.0], np.float32), "c": np.array(["x", "y", "x"], object),
             "t": np.array(["buy", "", "shoes"], object)}
     rows[short] = rows[short][:1]
-    served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])
+    served = tf.function(preprocessor.dense, input_signature=[preprocessor.input_signature()])
     with pytest.raises(tf.errors.InvalidArgumentError):
         served(_tensors(preprocessor, rows))
 
@@ -137,8 +137,8 @@ def test_columns_of_different_lengths_are_refused(preprocessor, short):
 @pytest.mark.parametrize("numeric, categorical, text", [(["n"], ["c"], ["t"]), (["n"], ["c"], []), ([], ["c"], []),
                                                          (["n"], [], [])])
 def test_traced_layer_has_a_static_width_and_takes_empty_batches(numeric, categorical, text):
-    """The streaming dataset and the model's Input need [None, output_dim] from the traced layer; a batch of no
-    rows gives [0, output_dim]; tables without text (or without numbers) encode as the layer computes."""
+    """The streaming dataset and the model's Input need [None, dense_width] from the traced layer; a batch of no
+    rows gives [0, dense_width]; tables without text (or without numbers) encode as the layer computes."""
     import tensorflow as tf
 
     train = {"n": np.array([1.0, 2.0, np.nan], np.float32), "c": np.array(["x", "y", "x"], object),
@@ -147,10 +147,10 @@ def test_traced_layer_has_a_static_width_and_takes_empty_batches(numeric, catego
             "t": np.array(["shoes", "buy"], object)}
     preprocessor = TabularPreprocessor(numeric, categorical, text).adapt({n: train[n] for n in numeric + categorical
                                                                          + text})
-    served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])
+    served = tf.function(preprocessor.dense, input_signature=[preprocessor.input_signature()])
     traced = served.get_concrete_function().structured_outputs
-    assert traced.shape.as_list() == [None, preprocessor.output_dim]
+    assert traced.shape.as_list() == [None, preprocessor.dense_width]
     empty = served(_tensors(preprocessor, {name: values[:0] for name, values in rows.items()}))
-    assert empty.shape == (0, preprocessor.output_dim)
-    np.testing.assert_allclose(preprocessor.encode({name: rows[name] for name in preprocessor.columns}),
+    assert empty.shape == (0, preprocessor.dense_width)
+    np.testing.assert_allclose(preprocessor.encode_dense({name: rows[name] for name in preprocessor.columns}),
                                served(_tensors(preprocessor, rows)).numpy(), atol=1e-7)

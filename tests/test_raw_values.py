@@ -99,7 +99,7 @@ def test_predict_on_the_file_equals_a_client_sending_the_files_strings(table, tm
                                    "tabular-intent" / "{{cookiecutter.project_slug}}" / "model.py")
     module = module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = module.build_model(preprocessor.output_dim, 2, SimpleNamespace(hidden_units=[16], dropout=0.0))
+    model = module.build_model(preprocessor.model_inputs(), 2, SimpleNamespace(hidden_units=[16], dropout=0.0))
     for variable in model.trainable_variables:  # large weights: a category in the OOV slot moves the output
         variable.assign(variable * 5.0)
     export = export_classifier(tmp_path / "export", tabular_serving(model, preprocessor),

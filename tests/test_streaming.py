@@ -61,7 +61,7 @@ def test_chunked_adapt_learns_the_in_memory_preprocessing(tmp_path, suffix):
     assert chunked.lookups["device"].get_vocabulary() == in_memory.lookups["device"].get_vocabulary()
     for kind in ("words", "chars"):
         assert chunked.vectorizers["query"].vocabulary(kind) == in_memory.vectorizers["query"].vocabulary(kind)
-    np.testing.assert_allclose(chunked.encode(columns), in_memory.encode(columns), atol=1e-5)
+    np.testing.assert_allclose(chunked.encode_dense(columns), in_memory.encode_dense(columns), atol=1e-5)
     assert stream.rows == {"train": 1000, "val": 50, "test": 0}
     assert stream.classes == ["browse", "purchase", "support"]
     assert stream.class_counts.tolist() == [int((frame["intent"] == c).sum()) for c in stream.classes]
@@ -69,7 +69,7 @@ def test_chunked_adapt_learns_the_in_memory_preprocessing(tmp_path, suffix):
 
 def rows_seen(dataset):
     """The (standardised) row_id feature of each batch row, in order; it identifies the row."""
-    return np.concatenate([x.numpy()[:, 0] for x, _ in dataset])
+    return np.concatenate([x["numeric"].numpy()[:, 0] for x, _ in dataset])
 
 
 def test_every_training_row_once_an_epoch_in_an_order_fixed_by_seed_and_epoch(tmp_path):
@@ -89,7 +89,7 @@ def test_every_training_row_once_an_epoch_in_an_order_fixed_by_seed_and_epoch(tm
     val = rows_seen(stream.dataset("val", 64))
     assert len(val) == stream.rows["val"] and not set(val) & set(first)
     dropped = stream.dataset("train", 64, shuffle=True, epoch=epoch, drop_remainder=True)
-    shapes = {int(x.shape[0]) for x, _ in dropped}
+    shapes = {int(x["numeric"].shape[0]) for x, _ in dropped}
     assert shapes == {64} and len(dropped) == stream.rows["train"] // 64
 
 

@@ -217,6 +217,10 @@ EARLY_MISTAKES = {
       for name, case in EARLY_MISTAKES.items()],
     pytest.param("image-classifier", ["model.backbone=ResNet5O"], "did you mean 'ResNet50'?",
                  id="image-classifier-misspelt_backbone"),
+    pytest.param("tabular-intent", ["data.text.encoder.preset=bert_tiny_en_uncase"],
+                 "did you mean 'bert_tiny_en_uncased'?", id="tabular-intent-misspelt_encoder_preset"),
+    pytest.param("tabular-intent", ["data.text.encoder.preset=tiny", "data.text.encoder.sequence_length=512"],
+                 "longer than the 32 positions", id="tabular-intent-encoder_longer_than_its_positions"),
 ])
 def test_train_py_refuses_before_tensorflow_loads(tmp_path, template, args, expected):
     """README promises these mistakes cost about a second, not TensorFlow's import (~4 s): `python train.py` with
@@ -224,6 +228,8 @@ def test_train_py_refuses_before_tensorflow_loads(tmp_path, template, args, expe
     project = render_template(template, tmp_path, {"project_slug": "early"})
     (project / "runs" / "done").mkdir(parents=True)
     (project / "runs" / "done" / "metrics.json").write_text("{}")
+    (project / "tiny").mkdir()  # a preset folder's config, as save_to_preset writes it
+    (project / "tiny" / "config.json").write_text('{"config": {"max_sequence_length": 32}}')
     result = subprocess.run([sys.executable, "-c", TENSORFLOW_BLOCKER, *args], cwd=project, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2, result.stderr

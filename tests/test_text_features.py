@@ -78,7 +78,7 @@ def test_counting_in_chunks_equals_counting_at_once():
 def test_per_column_settings_override_the_defaults():
     text = TextConfig(ngrams=2, char_ngrams=[2, 5], max_tokens=500, columns={"subject": {"char_ngrams": None}})
     assert text.settings("subject").model_dump() == {"ngrams": 2, "char_ngrams": None, "max_tokens": 500,
-                                                     "sublinear_tf": True}
+                                                     "sublinear_tf": True, "encoder": None}
     assert text.settings("body").char_ngrams == (2, 5)
 
 

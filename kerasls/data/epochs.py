@@ -44,9 +44,11 @@ def epoch_permutation(count, seed, epoch_variable):
 
 
 def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, drop_remainder=False,
-                           chunk_bytes=4 << 20):
+                           chunk_bytes=4 << 20, named=None):
     """Batches of (features, targets) in an order that depends only on (seed, epoch), read from `epoch_variable`
-    when each epoch's iterator starts.
+    when each epoch's iterator starts. `features` is an array or a dict of arrays (one row each per target row);
+    `named(features)`, when given, maps the gathered rows to the model's inputs (it must work on any leading
+    dimensions: it runs on chunks of batches).
 
     The rows of each epoch are a new permutation, cut into consecutive batches. They are gathered a chunk of batches
     (~`chunk_bytes`) at a time, in parallel, and the batches sliced out of the chunk: a gather per batch costs a
@@ -56,9 +58,11 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
     cannot split these batches by itself: with several replicas, `training.fit` re-forms them
     (`replicas.splittable_batches`) and the multi-worker loop splits them (`replicas.split_across_replicas`).
     """
-    count = len(features)
-    row_bytes = features[:1].nbytes + targets[:1].nbytes
-    features, targets = shared_tensor(features), shared_tensor(targets)  # no copy of an aligned table
+    count = len(targets)
+    row_bytes = sum(array[:1].nbytes for array in tf.nest.flatten(features)) + targets[:1].nbytes
+    # no copy of an aligned table
+    features, targets = tf.nest.map_structure(shared_tensor, features), shared_tensor(targets)
+    named = named or (lambda rows: rows)
     drop_remainder = drop_remainder and count >= batch_size
     steps = count // batch_size
     full = steps * batch_size
@@ -69,7 +73,8 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
         return epoch_permutation(count, seed, epoch_variable)
 
     def rows(indices):
-        return tf.gather(features, indices), tf.gather(targets, indices)
+        return named(tf.nest.map_structure(lambda array: tf.gather(array, indices), features)), tf.gather(targets,
+                                                                                                          indices)
 
     def index_batches(order):
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [steps, batch_size]))

@@ -297,7 +297,7 @@ class TableStream:
         if encode:
             calls = parallel_calls()
             # at most ENCODE_ROWS rows and ~64 MB of float32 output a call (wide TF-IDF rows get fewer)
-            rows_per_call = max(256, min(ENCODE_ROWS, (16 << 20) // max(preprocessor.output_dim, 1)))
+            rows_per_call = max(256, min(ENCODE_ROWS, (16 << 20) // max(preprocessor.dense_width, 1)))
             dataset = dataset.rebatch(rows_per_call).map(
                 lambda columns, targets: (preprocessor(columns), targets), num_parallel_calls=calls,
                 deterministic=True if calls is not None else None)

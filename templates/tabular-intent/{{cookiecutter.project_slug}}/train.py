@@ -3,8 +3,8 @@
     python train.py [--config config.yaml] [--run-name NAME] [key=value ...]
 
 For example `python train.py training.epochs=5 targets.label_smoothing=0.05`. The script reads top to bottom:
-configuration, data, model and recipe, training, calibration, export, report. Every step writes into the run
-folder `runs/<name>/`, whose path is the last line printed. This file is yours: edit it.
+configuration, data, model and recipe, training (and fine-tuning), calibration, export, report. Every step writes
+into the run folder `runs/<name>/`, whose path is the last line printed. This file is yours: edit it.
 """
 
 import sys
@@ -38,8 +38,9 @@ def main(argv):
     # ## Data
     # The training table, and validation/test tables when given; without a validation file, a stratified
     # split of the training rows. Columns are checked before anything trains. The preprocessing (standardised
-    # numbers, one-hot categories, TF-IDF text) is learnt from training rows only and goes into the export, so
-    # serving takes raw values. Targets are probability vectors: one-hot rows for hard labels, or per-row
+    # numbers, one-hot categories, TF-IDF text, or a pretrained encoder's tokenizer with data.text.encoder) is
+    # learnt from training rows only and goes into the export, so serving takes raw values. Targets are
+    # probability vectors: one-hot rows for hard labels, or per-row
     # distributions from probability or vote columns (targets.soft_labels). With `data.streaming: true` the
     # files are read in chunks, never whole (kerasls.data.streaming says what else differs).
     feed = TableFeed(config)
@@ -51,20 +52,27 @@ def main(argv):
     val_data = feed.dataset("val", batch_size)
 
     # ## Model and recipe
-    # The head from model.py (logits out). The loss is CategoricalCrossentropy(label_smoothing=ε,
+    # model.py builds on the named inputs: "numeric", "categorical" and a "text_<column>" per text column (TF-IDF,
+    # or a KerasHub encoder loaded from its preset, with LoRA adapters when data.text.encoder.lora_rank is set).
+    # It returns logits. The loss is CategoricalCrossentropy(label_smoothing=ε,
     # from_logits=True): the targets become y(1 - ε) + ε/K inside the loss, or y(1 - ε) + ε·π toward the
     # training class frequencies with `targets.prior: class_prior`; with a teacher, the distillation loss. The
     # metrics read the unsmoothed targets: `nll` and `accuracy`, or `soft_ce` and `argmax_agreement` for label
     # distributions. AdamW by default; `training.lr_schedule: cosine` adds cosine decay with warm-up.
     steps = training.steps_per_epoch(feed.rows["train"], batch_size, drop_remainder)
+
+    def compile_model(model, training_config):
+        model.compile(optimizer=training.make_optimizer(training_config, steps),
+                      loss=training.make_loss(config.targets, prior=feed.class_prior()),
+                      metrics=training.make_metrics(config.targets, len(feed.classes)),
+                      jit_compile=training_config.jit_compile)
+
     with strategy.scope():
-        model = build_model(feed.input_dim, len(feed.classes), config.model)
-        model.compile(
-            optimizer=training.make_optimizer(config.training, steps),
-            loss=training.make_loss(config.targets, prior=feed.class_prior()),
-            metrics=training.make_metrics(config.targets, len(feed.classes)),
-            jit_compile=config.training.jit_compile,
-        )
+        model_inputs = feed.model_inputs()
+        model = build_model(model_inputs, len(feed.classes), config.model)
+        if config.model.freeze_backbone:  # the text encoders wait for the fine-tuning phase
+            model_inputs.freeze_encoders()
+        compile_model(model, config.training)
     model.summary()
 
     run_folder = run.start_run(config, command_line)  # data and model checked out: runs/<name>/, the config
@@ -72,10 +80,21 @@ def main(argv):
     # ## Training
     # TensorBoard, the best checkpoint and early stopping on the validation score (`val_nll`, or `val_soft_ce`
     # for label distributions), and per-epoch crash-safe state (kerasls.resume): rerun with the same --run-name
-    # after a crash to resume from the last finished epoch. Put callbacks of your own before these.
+    # after a crash to resume from the last finished epoch. With `model.freeze_backbone`, a second phase unfreezes
+    # the text encoders (all weights, or their LoRA adapters) at `model.fine_tune_learning_rate`. Put callbacks
+    # of your own before these.
     epoch_score = training.validation_score(config.targets)
     callbacks = training.standard_callbacks(run_folder, config.training, monitor=epoch_score)
     training.fit(model, train_data, val_data, config.training, callbacks)
+    if config.model.freeze_backbone and config.model.fine_tune_epochs:
+        model_inputs.unfreeze_encoders()
+        fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
+        with strategy.scope():
+            compile_model(model, fine_tuning)
+        done = training.epochs_done(run_folder, phase="train")
+        callbacks = training.standard_callbacks(run_folder, fine_tuning, phase="fine_tune", monitor=epoch_score)
+        training.fit(model, train_data, val_data, fine_tuning, callbacks,
+                     epochs=done + config.model.fine_tune_epochs, initial_epoch=done)
 
     # ## Calibration
     # The graph the export will serve (raw columns -> preprocessing -> model -> logits), traced once; the
@@ -90,8 +109,8 @@ def main(argv):
 
     # ## Export
     # A SavedModel that takes the raw columns by name and returns calibrated probabilities, class names and the
-    # prediction set: preprocessing, model, temperature and set threshold in one graph, loadable by TF Serving
-    # without Keras.
+    # prediction set: preprocessing (an encoder's tokenizer too), model, temperature and set threshold in one
+    # graph, loadable by TF Serving without Keras (with a text encoder, its tokenizer ops need TensorFlow Text).
     export_path = None
     if config.export.enabled:
         export_path = export_classifier(

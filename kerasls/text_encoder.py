@@ -1,0 +1,155 @@
+"""`TextEncoder`: a pretrained KerasHub encoder for one text column, its tokenizer in the data path and the export.
+
+Two halves of one KerasHub preset, loaded the way KerasHub users know:
+- the tokenizer and packer, `keras_hub.models.TextClassifierPreprocessor.from_preset(preset, sequence_length=L)`:
+  raw strings -> `token_ids`, `padding_mask` (and `segment_ids` for BERT-style models), [N, L] each. It runs once
+  over a table held in memory (the token ids are kept, as the TF-IDF rows are), per chunk when streaming, and
+  inside the exported graph, so serving takes the raw text (with `import tensorflow_text` for its ops);
+- the backbone, `keras_hub.models.Backbone.from_preset(preset)`, called on those inputs inside the model. Its
+  features are the backbone's `pooled_output` where it has one (BERT, ALBERT, FNet), else the hidden state of the
+  first token (the [CLS] / <s> token that DeBERTa's and RoBERTa's classifiers read, at `start_token_index`).
+
+`trainable: false` freezes the backbone; `lora_rank: r` calls `backbone.enable_lora(r)`, which freezes it and
+adds rank-r adapters to the attention's query and value projections (their biases stay trainable, as KerasHub
+leaves them). `freeze()` / `unfreeze()` switch between head-only training and that configured state, for the
+freeze-then-fine-tune phases (`model.freeze_backbone`). Texts longer than `sequence_length` tokens are truncated
+by the packer (`tokenize` counts them for the run summary).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasls.encoder_settings import INSTALL_HINT, EncoderSettings
+from kerasls.errors import KeraslsError
+
+
+def _keras_hub():
+    try:
+        import keras_hub
+    except ImportError:
+        raise KeraslsError(f"data.text.encoder needs KerasHub and TensorFlow Text: {INSTALL_HINT}") from None
+    return keras_hub
+
+
+def load_text_preprocessor(settings: EncoderSettings, column: str):
+    """The preset's `TextClassifierPreprocessor` packing to `settings.sequence_length` tokens."""
+    keras_hub = _keras_hub()
+    try:
+        return keras_hub.models.TextClassifierPreprocessor.from_preset(
+            settings.preset, sequence_length=settings.sequence_length)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise KeraslsError(f"data.text.encoder.preset={settings.preset!r} (column {column!r}): KerasHub cannot load "
+                           f"it as a text classifier's preprocessor ({first}); use a text-classifier preset such as "
+                           "bert_small_en_uncased, or a folder saved with save_to_preset") from None
+
+
+class TextEncoder(keras.layers.Layer):
+    """The tokenizer and packer of one text column: a layer of `TabularPreprocessor`, so it is in the export."""
+
+    def __init__(self, settings: EncoderSettings, column: str, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.settings, self.column = settings, column
+        self.packer = load_text_preprocessor(settings, column)
+        probe = self.packer(tf.constant(["a"]))
+        self.input_keys = sorted(probe)
+        self.input_dtypes = {key: probe[key].dtype for key in self.input_keys}
+
+    @property
+    def sequence_length(self) -> int:
+        return self.settings.sequence_length
+
+    def call(self, strings):
+        """Raw strings [N] -> {token_ids, padding_mask, ...} [N, sequence_length] each."""
+        packed = self.packer(strings)
+        return {key: packed[key] for key in self.input_keys}
+
+    def tokenize(self, strings: np.ndarray, batch_size=4096) -> tuple[dict, int]:
+        """`call` over a column of numpy strings in chunks, traced once: ({key: numpy array [N, L]}, the number
+        of texts that were truncated to `sequence_length` tokens)."""
+        special = int(np.count_nonzero(self.packer(tf.constant([""]))["padding_mask"]))  # [CLS], [SEP], ...
+        capacity = self.sequence_length - special
+
+        def packed_and_truncated(batch):
+            lengths = self.packer.tokenizer(batch).row_lengths()
+            return self.call(batch), tf.reduce_sum(tf.cast(lengths > capacity, tf.int64))
+
+        function = tf.function(packed_and_truncated, input_signature=[tf.TensorSpec([None], tf.string)],
+                               autograph=False)
+        parts, truncated = [], 0
+        for start in range(0, max(len(strings), 1), batch_size):
+            tokens, count = function(tf.constant(np.asarray(strings[start:start + batch_size], dtype=object),
+                                                 tf.string))
+            parts.append(tokens)
+            truncated += int(count)
+        return {key: np.concatenate([part[key].numpy() for part in parts]) for key in self.input_keys}, truncated
+
+    def keras_inputs(self, name: str) -> dict:
+        """One `keras.Input` per packed key, named `<name>_<key>` ([N, L] integers or booleans)."""
+        return {key: keras.Input(shape=(self.sequence_length,), dtype=self.input_dtypes[key].name,
+                                 name=f"{name}_{key}") for key in self.input_keys}
+
+
+class EncoderBackbone:
+    """The backbone of one text column's preset inside a model: its features, and freezing for the phases."""
+
+    def __init__(self, settings: EncoderSettings, column: str):
+        keras_hub = _keras_hub()
+        self.settings, self.column = settings, column
+        try:
+            backbone = keras_hub.models.Backbone.from_preset(settings.preset)
+        except (ValueError, FileNotFoundError, OSError) as error:
+            raise KeraslsError(f"data.text.encoder.preset={settings.preset!r} (column {column!r}): KerasHub cannot "
+                               f"load its backbone ({str(error).strip().splitlines()[0]})") from None
+        positions = getattr(backbone, "max_sequence_length", None)
+        if isinstance(positions, int) and settings.sequence_length > positions:
+            raise KeraslsError(f"data.text.encoder.sequence_length={settings.sequence_length} (column {column!r}) is "
+                               f"longer than the {positions} positions of {settings.preset}; set sequence_length <= "
+                               f"{positions}")
+        self.backbone = backbone
+        if settings.lora_rank:
+            backbone.enable_lora(settings.lora_rank)
+        elif not settings.trainable:
+            self.freeze()
+        self._configured = trainable_flags(backbone)
+
+    def features(self, inputs: dict):
+        """[N, hidden]: `pooled_output` where the backbone has one, else the first token's hidden state."""
+        outputs = self.backbone({key: inputs[key] for key in self.backbone.input})
+        if isinstance(outputs, dict) and "pooled_output" in outputs:
+            return outputs["pooled_output"]
+        sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+        return sequence[:, getattr(self.backbone, "start_token_index", 0), :]
+
+    def freeze(self) -> None:
+        """Train only what follows the encoder (the first phase of `model.freeze_backbone`). Every variable's flag
+        is cleared too: `backbone.trainable = False` leaves the LoRA layers' variables flagged trainable, and a
+        model around the backbone reads the variables' flags (measured, Keras 3.15)."""
+        self.backbone.trainable = False
+        for variable in self.backbone.weights:
+            variable.trainable = False
+
+    def unfreeze(self) -> None:
+        """Back to the configured encoder: all weights, the LoRA adapters only, or none (`trainable: false`)."""
+        restore_trainable_flags(self.backbone, self._configured)
+
+
+def trainable_flags(model) -> tuple[list, list]:
+    """(each layer's `trainable`, each variable's `trainable`) of `model`, in a fixed order."""
+    layers = [model, *model._flatten_layers(include_self=False)]
+    return [(layer, layer.trainable) for layer in layers], [(variable, variable.trainable)
+                                                            for variable in model.weights]
+
+
+def restore_trainable_flags(model, flags) -> None:
+    """Set the flags `trainable_flags` recorded: layers first (setting a layer's flag sets its variables'), then
+    the variables (a LoRA layer is trainable while its frozen kernel is not)."""
+    layer_flags, variable_flags = flags
+    model.trainable = True
+    for layer, trainable in layer_flags:
+        layer._trainable = trainable
+    for variable, trainable in variable_flags:
+        variable.trainable = trainable
