@@ -45,6 +45,7 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/image_pipeline.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/text_encoder.py
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache
