@@ -17,6 +17,13 @@ as tracing), and peak RSS at 5M rows ≤ 1.2× peak RSS at 100k rows. Usage::
     python benchmarks/scale.py [--sizes 100000,1000000,5000000] [--batch-size 1024] [--keep DIR]
 
 Takes about 5 minutes on 2 CPU cores with the defaults (most of it the 5M-row epoch and writing the CSVs).
+
+`--in-memory 10000,100000,1000000` measures tables held in memory instead (`data.streaming: false`, the default):
+for each size, one `python train.py training.epochs=1` of a tabular-intent project on an open-vocabulary table of
+short queries (150 intents; a vocabulary of 500k generated words drawn Zipf-like, so most rows bring words no
+other row has; the template's default text settings: 10,000 word and 10,000 character n-grams), in its own
+process; it reports the run's wall time, training rows/s and peak RSS. Targets: peak RSS at 100k rows <= 2.5 GB
+and <= 1.5x the 10k-row run's; 1M rows train.
 """
 
 import argparse
@@ -63,6 +70,81 @@ def make_table(path: Path, rows: int, seed: int, block=250_000) -> None:
             frame.to_csv(handle, header=start == 0, index=False, float_format="%.5g")
 
 
+def open_vocabulary_table(path: Path, rows: int, seed: int, intents=150, vocabulary=500_000) -> None:
+    """Short queries of 3-8 words: one of the intent's 20 cue words among words drawn Zipf-like from `vocabulary`
+    generated words (rank r with weight 1/r), so the rarer words are new to most rows."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = np.array(["".join(rng.choice(letters, rng.integers(3, 9))) for _ in range(vocabulary)])
+    weights = 1.0 / np.arange(1, vocabulary + 1)
+    weights /= weights.sum()
+    cues = rng.choice(vocabulary, (intents, 20), replace=False)
+    labels = rng.integers(0, intents, rows)
+    lengths = rng.integers(2, 8, rows)
+    drawn = rng.choice(vocabulary, (rows, 7), p=weights)
+    drawn[:, 0] = cues[labels, rng.integers(0, 20, rows)]
+    texts = [" ".join(words[row[:length + 1]]) for row, length in zip(drawn, lengths)]
+    pd.DataFrame({"query": texts, "intent": [f"intent{label:03d}" for label in labels]}).to_csv(path, index=False)
+
+
+def in_memory_child(project: str, train: str) -> None:
+    """`python train.py training.epochs=1` in this process; its peak RSS on standard error at exit."""
+    import atexit
+    import runpy
+
+    os.chdir(project)
+    sys.path.insert(0, project)
+    atexit.register(lambda: print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+                                  file=sys.stderr))
+    sys.argv = ["train.py", f"data.train={train}", "data.test=null", "data.label=intent", "training.epochs=1",
+                "training.verbose=2", "training.early_stopping=0", "training.batch_size=256",
+                "data.features={numeric: [], categorical: [], text: [query]}", "--run-name", Path(train).stem]
+    runpy.run_path("train.py", run_name="__main__")
+
+
+def in_memory(sizes, folder: Path) -> None:
+    from kerasls.templates_index import render_template
+
+    project = folder / "in_memory"
+    if not project.exists():
+        render_template("tabular-intent", folder, {"project_slug": "in_memory", "sample_data": "no"})
+    measured = []
+    for size in sizes:
+        train = folder / f"open-{size}.csv"
+        if not train.exists():
+            open_vocabulary_table(train, size, seed=size)
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, __file__, "--in-memory-child", str(project), str(train)],
+                                capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if result.returncode != 0:
+            print(f"{size} rows: exit {result.returncode}: {result.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            measured.append({"rows": size, "wall_s": wall, "peak_mb": float("nan"), "epoch_s": float("nan"),
+                             "exit": result.returncode})
+            continue
+        peak = json.loads(result.stderr.strip().splitlines()[-1])["peak_mb"]
+        epoch = [line for line in result.stdout.splitlines() if " - " in line and "ms/step" in line][0]
+        measured.append({"rows": size, "wall_s": wall, "peak_mb": peak, "epoch_s": float(epoch.split(" - ")[1][:-1]),
+                         "exit": 0, "train_rows": int(round(size * 0.8))})
+        print(f"{size} rows: {measured[-1]}", file=sys.stderr)
+    base = measured[0]
+    print("\nIn-memory training (data.streaming: false), open-vocabulary queries, 150 intents, default text "
+          "settings, 1 epoch, batch 256\n")
+    print("| rows | exit | train.py wall s | epoch s | training rows/s | peak RSS MiB | RSS / smallest |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in measured:
+        rate = r.get("train_rows", 0) / r["epoch_s"] if r["exit"] == 0 and r["epoch_s"] else float("nan")
+        print(f"| {r['rows']:,} | {r['exit']} | {r['wall_s']:.0f} | {r['epoch_s']:.0f} | {rate:,.0f} | "
+              f"{r['peak_mb']:,.0f} | {r['peak_mb'] / base['peak_mb']:.2f} |")
+    at = {r["rows"]: r for r in measured}
+    if 10_000 in at and 100_000 in at:
+        ratio = at[100_000]["peak_mb"] / at[10_000]["peak_mb"]
+        fits = at[100_000]["peak_mb"] <= 2.5 * 1024
+        print(f"\npeak RSS at 100,000 rows = {at[100_000]['peak_mb']:,.0f} MiB (target <= 2,560) "
+              f"{'PASS' if fits else 'MISS'}; / at 10,000 rows = {ratio:.2f} (target <= 1.5) "
+              f"{'PASS' if ratio <= 1.5 else 'MISS'}")
+
+
 def child(train: str, val: str, test: str, batch_size: int) -> dict:
     """One size, in its own process: the streaming part of train.py, timed; returns the measurements."""
     import keras
@@ -106,10 +188,20 @@ def main():
     parser.add_argument("--sizes", default="100000,1000000,5000000")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--keep", help="folder for the generated CSVs (reused when present)")
+    parser.add_argument("--in-memory", help="sizes of in-memory runs instead, e.g. 10000,100000,1000000")
     parser.add_argument("--child", nargs=3, metavar=("TRAIN", "VAL", "TEST"), help=argparse.SUPPRESS)
+    parser.add_argument("--in-memory-child", nargs=2, metavar=("PROJECT", "TRAIN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child, args.batch_size)))
+        return
+    if args.in_memory_child:
+        in_memory_child(*args.in_memory_child)
+        return
+    if args.in_memory:
+        folder = Path(args.keep or tempfile.mkdtemp(prefix="kerasls-scale-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        in_memory([int(size) for size in args.in_memory.split(",")], folder)
         return
 
     sizes = [int(size) for size in args.sizes.split(",")]

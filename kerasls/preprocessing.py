@@ -16,8 +16,12 @@ What the model receives (`ModelInputs`, built by `model_inputs()`), by name: "nu
 "categorical" [N, one-hot width], and per text column "text_<column>": its TF-IDF vector [N, width], or, for an
 encoder column, its packed tokens ({token_ids, padding_mask, ...} [N, sequence_length]) which the model turns
 into the encoder's features. The numeric, categorical and TF-IDF blocks are computed as one dense matrix
-(`dense`) and sliced into their blocks (`named`): one scatter writes the whole matrix, and the table in memory
-is held as that matrix.
+(`dense`) and sliced into their blocks (`named`): one scatter writes the whole matrix.
+
+A table in memory is held sparse (`encode`: the nonzero entries of each row, CSR-like, `SparseRows`), since a
+TF-IDF row is tens of thousands of floats of which a few hundred are nonzero (Banking77: 152 of 20,000): 12 bytes an
+entry instead of 4 bytes a column. Each batch is made dense inside tf.data (`densify`), so the model sees the
+same named inputs in training and serving.
 """
 
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasls.arrays import aligned_zeros
+from kerasls.arrays import aligned_zeros, shared_tensor
 from kerasls.text_encoder import EncoderBackbone, TextEncoder
 from kerasls.text_features import TextTfidf, TextVocabularyCounter
 
@@ -34,6 +38,29 @@ from kerasls.text_features import TextTfidf, TextVocabularyCounter
 def input_name(column: str) -> str:
     """The model input of text column `column`."""
     return f"text_{column}"
+
+
+@dataclass
+class SparseRows:
+    """Rows of the dense matrix by their nonzero entries: row i's columns are `columns[offsets[i]:offsets[i+1]]`
+    (int32) with weights `weights[...]` (float32); `offsets` is int64 [N + 1]. `tensors()` gives them to tf.data
+    as two RaggedTensors over the same memory (`kerasls.arrays.shared_tensor`)."""
+
+    offsets: np.ndarray
+    columns: np.ndarray
+    weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets.nbytes + self.columns.nbytes + self.weights.nbytes
+
+    def tensors(self) -> dict:
+        splits = shared_tensor(self.offsets)
+        return {name: tf.RaggedTensor.from_row_splits(shared_tensor(values), splits, validate=False)
+                for name, values in (("columns", self.columns), ("weights", self.weights))}
 
 
 @dataclass
@@ -152,27 +179,39 @@ class TabularPreprocessor(keras.layers.Layer):
         return self.named(encoded)
 
     def named(self, encoded: dict) -> dict:
-        """{"dense": [N, dense_width], "text_<encoder column>": tokens} -> the model's inputs by name: the dense
-        matrix sliced into its blocks, the tokens as they are. Tables in memory are held as `encoded` and sliced
-        per batch."""
+        """{"dense": [N, dense_width] (or "entries": `SparseRows.tensors()` of a batch), "text_<encoder column>":
+        tokens} -> the model's inputs by name: the dense matrix (made from the entries) sliced into its blocks, the
+        tokens as they are. Tables in memory are held as `encode` gives them and made dense per batch."""
+        if "entries" in encoded:
+            encoded = {**encoded, "dense": self.densify(encoded["entries"])}
         named, start = {}, 0
         for name, width in self.block_widths().items():
             named[name] = encoded["dense"][..., start:start + width]
             start += width
-        named.update({name: value for name, value in encoded.items() if name != "dense"})
+        named.update({name: value for name, value in encoded.items() if name not in ("dense", "entries")})
         return named
+
+    def densify(self, entries: dict):
+        """`SparseRows.tensors()` of a batch (RaggedTensors [B, None]) -> the dense matrix [B, dense_width]."""
+        columns, weights = entries["columns"], entries["weights"]
+        rows, width = columns.nrows(), self.dense_width
+        position = columns.value_rowids() * width + tf.cast(columns.flat_values, tf.int64)
+        return self._scatter(position, weights.flat_values, rows)
+
+    def _scatter(self, position, weight, rows):
+        """[rows, dense_width] zeros with `weight` at the distinct flat `position`s (row * dense_width + column)."""
+        width = self.dense_width
+        # the positions are distinct, in no particular order, which SparseToDense takes unvalidated
+        flat = tf.raw_ops.SparseToDense(sparse_indices=position, output_shape=tf.reshape(rows * width, [1]),
+                                        sparse_values=weight, default_value=tf.constant(0.0), validate_indices=False)
+        return tf.reshape(flat, tf.stack([rows, width]))
 
     def dense(self, inputs):
         """[N, dense_width]: the numeric block, one one-hot block per categorical column, one TF-IDF block per
         TF-IDF text column, written by one SparseToDense of `entries`: concatenating the blocks (and making each
         one-hot block first) cost about 5% of a 1,024-row export call (benchmarks/serving.py)."""
         position, weight = self.entries(inputs)
-        rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
-        width = self.dense_width
-        # the positions are distinct, in no particular order, which SparseToDense takes unvalidated
-        flat = tf.raw_ops.SparseToDense(sparse_indices=position, output_shape=tf.reshape(rows * width, [1]),
-                                        sparse_values=weight, default_value=tf.constant(0.0), validate_indices=False)
-        return tf.reshape(flat, tf.stack([rows, width]))
+        return self._scatter(position, weight, tf.size(inputs[self.columns[0]], out_type=tf.int64))
 
     def entries(self, inputs):
         """(position, weight), both [E]: every entry of `call`'s output that may be nonzero, each once, at
@@ -206,32 +245,62 @@ class TabularPreprocessor(keras.layers.Layer):
         return tuple(tf.concat(values, axis=0) for values in zip(*parts))
 
     def encode(self, columns: dict) -> dict:
-        """Numpy columns -> what `named` takes, as numpy arrays: "dense", the float32 matrix (`encode_dense`), and
-        each encoder column's tokens ("text_<column>"). Records the texts each encoder truncated (`truncated`)."""
-        encoded = {"dense": self.encode_dense(columns)}
+        """Numpy columns -> the table as held in memory: "entries", the dense matrix's nonzero entries
+        (`encode_sparse`), and each encoder column's tokens ("text_<column>", numpy arrays). Records the texts each
+        encoder truncated (`truncated`)."""
+        encoded = {"entries": self.encode_sparse(columns)}
         for name, encoder in self.encoders.items():
             encoded[input_name(name)], self.truncated[name] = encoder.tokenize(columns[name])
         return encoded
 
-    def encode_dense(self, columns: dict, batch_size=8192) -> np.ndarray:
-        """`dense` over numpy columns in chunks: the float32 matrix [N, dense_width].
-
-        Traced once (eager n-gram ops cost ~2x). It writes the layer's `entries` into one zero matrix itself: with
-        n-grams a row is tens of thousands of floats, nearly all zero, and dense chunks cost three passes over them
-        (the scatter, the copy out of TensorFlow, the copy into the matrix)."""
-        num_rows = len(columns[self.columns[0]])
-        encoded = aligned_zeros((num_rows, self.dense_width))  # TensorFlow can train from it without a copy
-        if not self.dense_width:
-            return encoded
-        flat = encoded.reshape(-1)  # a view: the matrix is contiguous
+    def _entries_in_chunks(self, columns: dict, batch_size=8192):
+        """(first row, position, weight) of each chunk of `batch_size` rows, from `entries` traced once (eager
+        n-gram ops cost ~2x)."""
         specs = self.input_signature()
         if self._encode_function is None:
             self._encode_function = tf.function(self.entries, input_signature=[specs])
-        for start in range(0, num_rows, batch_size):
+        for start in range(0, len(columns[self.columns[0]]), batch_size):
             batch = {name: tf.constant(np.asarray(columns[name][start:start + batch_size]), dtype=specs[name].dtype)
                      for name in self.columns}
             position, weight = self._encode_function(batch)
-            flat[start * self.dense_width + position.numpy()] = weight.numpy()
+            yield start, position.numpy(), weight.numpy()
+
+    def encode_sparse(self, columns: dict, batch_size=8192) -> SparseRows:
+        """The nonzero entries of `dense` over numpy columns, row by row (`SparseRows`), computed in chunks."""
+        num_rows, width = len(columns[self.columns[0]]), max(self.dense_width, 1)
+        counts, column_parts, weight_parts = np.zeros(num_rows, np.int64), [], []
+        if self.dense_width:
+            for start, position, weight in self._entries_in_chunks(columns, batch_size):
+                order = np.argsort(position, kind="stable")  # row-major: by row, then column
+                position, weight = position[order], weight[order]
+                keep = weight != 0.0  # a numeric value at its mean, say: nothing to hold
+                position, weight = position[keep], weight[keep]
+                rows = position // width
+                counts[start:start + batch_size] += np.bincount(rows, minlength=min(batch_size, num_rows - start))
+                column_parts.append((position % width).astype(np.int32))
+                weight_parts.append(weight.astype(np.float32))
+        offsets = aligned_zeros((num_rows + 1,), np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        indices, weights = aligned_zeros((total,), np.int32), aligned_zeros((total,), np.float32)
+        if column_parts:
+            np.concatenate(column_parts, out=indices)
+            np.concatenate(weight_parts, out=weights)
+        return SparseRows(offsets, indices, weights)
+
+    def encode_dense(self, columns: dict, batch_size=8192) -> np.ndarray:
+        """`dense` over numpy columns in chunks: the float32 matrix [N, dense_width].
+
+        It writes the layer's `entries` into one zero matrix itself: with n-grams a row is tens of thousands of
+        floats, nearly all zero, and dense chunks cost three passes over them (the scatter, the copy out of
+        TensorFlow, the copy into the matrix)."""
+        num_rows = len(columns[self.columns[0]])
+        encoded = aligned_zeros((num_rows, self.dense_width))  # TensorFlow can read it without a copy
+        if not self.dense_width:
+            return encoded
+        flat = encoded.reshape(-1)  # a view: the matrix is contiguous
+        for start, position, weight in self._entries_in_chunks(columns, batch_size):
+            flat[start * self.dense_width + position] = weight
         return encoded
 
     def model_inputs(self) -> ModelInputs:

@@ -27,6 +27,7 @@ from kerasls.data import streaming, tabular
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, without_static_rewrites
 from kerasls.errors import KeraslsError
 from kerasls.export import Serving, tabular_serving
+from kerasls.memory import check_fits
 from kerasls.preprocessing import TabularPreprocessor
 from kerasls.targets import SplitTargets
 
@@ -53,6 +54,7 @@ class TableFeed:
                                                     self.features.text, text_settings=data.text)
             train_columns = self.raw_columns("train")
             self.preprocessor.adapt(train_columns)
+            self.check_memory(train_columns)
             self._encoded["train"] = self.preprocessor.encode(train_columns)  # the same columns, converted once
             self.truncated = dict(self.preprocessor.truncated)  # training texts cut to an encoder's sequence_length
 
@@ -66,9 +68,9 @@ class TableFeed:
         inputs += [f"text_{name} [{encoder.sequence_length} tokens, {encoder.settings.preset}]"
                    for name, encoder in self.preprocessor.encoders.items()]
         held = ""
-        if not self.streaming:  # text n-grams make wide rows: say what holding them costs (streaming does not)
+        if not self.streaming:  # say what holding the encoded rows costs (streaming does not hold them)
             size = sum(array.nbytes for array in tf.nest.flatten(self._encoded["train"]))
-            held = f"; training rows held encoded: {size / 2**20:,.0f} MB"
+            held = f"; training rows held encoded (sparse): {size / 2**20:,.0f} MB"
         lines.append(f"model inputs: {', '.join(inputs)}{held}")
         for name, count in getattr(self, "truncated", {}).items():
             if count:
@@ -76,6 +78,20 @@ class TableFeed:
                              f"{self.preprocessor.encoders[name].sequence_length} tokens and were truncated "
                              "(data.text.encoder.sequence_length)")
         return "\n".join(lines)
+
+    def check_memory(self, train_columns, sample_rows=2000) -> None:
+        """Before encoding: the memory the encoded training and validation rows will take, from the entries of a
+        sample of rows (`encode` holds 12 bytes an entry and an encoder column's tokens), against what the machine
+        has; too much is one error naming both and the fixes."""
+        sample = {name: values[:sample_rows] for name, values in train_columns.items()}
+        sampled = self.preprocessor.encode_sparse(sample)
+        entries = len(sampled.columns) / max(len(sampled), 1)
+        tokens = sum(encoder.sequence_length * 9 for encoder in self.preprocessor.encoders.values())  # ids, mask
+        rows = self.rows["train"] + self.rows["val"]
+        needed = int(rows * (entries * 8 + 8 + tokens) * 1.5)  # 1.5: the chunks concatenated at the end
+        check_fits(needed, f"{self.splits.train.attrs.get('path', 'the table')}: holding {rows:,} encoded rows in "
+                           f"memory ({entries:,.0f} nonzero features a row)",
+                   "set data.streaming: true (reads the files in chunks), or lower data.text.max_tokens")
 
     def model_inputs(self):
         """The named inputs model.py builds on (`kerasls.preprocessing.ModelInputs`); loads an encoder column's
@@ -93,7 +109,7 @@ class TableFeed:
 
     def encoded(self, split: str) -> dict:
         """In memory only: the rows of `split` after the preprocessing, as `TabularPreprocessor.encode` gives
-        them ("dense" float32 [N, dense_width], an encoder column's tokens)."""
+        them ("entries": the nonzero entries of the dense blocks, `SparseRows`; an encoder column's tokens)."""
         if split not in self._encoded:
             self._encoded[split] = self.preprocessor.encode(self.raw_columns(split))
         return self._encoded[split]
@@ -130,16 +146,26 @@ class TableFeed:
         if self.streaming:
             return self.stream.dataset("train", batch_size, shuffle=True, drop_remainder=drop_remainder,
                                        epoch=epoch_variable())
-        return epoch_shuffled_dataset(self.encoded("train"), self.training_targets("train"), batch_size, self.seed,
-                                      epoch_variable(), drop_remainder, named=self.preprocessor.named)
+        return epoch_shuffled_dataset(self.encoded_tensors("train"), self.training_targets("train"), batch_size,
+                                      self.seed, epoch_variable(), drop_remainder, named=self.preprocessor.named)
+
+    def encoded_tensors(self, split: str) -> dict:
+        """`encoded(split)` as tf.data takes it: the sparse rows as RaggedTensors, over the same memory."""
+        return {name: value.tensors() if name == "entries" else value for name, value in self.encoded(split).items()}
 
     def dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
         """(named inputs, training targets) batches of `split` in file order, for validation during `fit`."""
         if self.streaming:
             return self.stream.dataset(split, batch_size)
-        dataset = tf.data.Dataset.from_tensor_slices((tf.nest.map_structure(shared_tensor, self.encoded(split)),
-                                                      shared_tensor(self.training_targets(split))))
-        dataset = dataset.batch(batch_size).map(lambda encoded, targets: (self.preprocessor.named(encoded), targets))
+        features = tf.nest.map_structure(lambda a: a if isinstance(a, tf.RaggedTensor) else shared_tensor(a),
+                                         self.encoded_tensors(split))
+        targets = shared_tensor(self.training_targets(split))
+
+        def batch(indices):
+            rows = tf.nest.map_structure(lambda array: tf.gather(array, indices), features)
+            return self.preprocessor.named(rows), tf.gather(targets, indices)
+
+        dataset = tf.data.Dataset.range(self.rows[split]).batch(batch_size).map(batch)
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(without_static_rewrites())
 
     # -- what evaluation and serving read -------------------------------------------------------------------

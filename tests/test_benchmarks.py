@@ -135,3 +135,13 @@ def test_serving_banking77_text_puts_banking77_messages_in_the_text_column(tmp_p
         assert after["search_query"][~empty].isin(messages).all()
         assert not after["search_query"][~empty].isin(frame["search_query"]).any()
         pd.testing.assert_frame_equal(after.drop(columns="search_query"), frame.drop(columns="search_query"))
+
+
+def test_scale_in_memory_trains_open_vocabulary_tables_and_prints_memory(tmp_path):
+    import pandas as pd
+
+    stdout = run_script("scale.py", "--in-memory", "1500,3000", "--keep", str(tmp_path), timeout=600)
+    assert table_rows(stdout)[-2:] == ["1,500", "3,000"], stdout
+    assert "| 0 |" in stdout and "peak RSS" in stdout
+    table = pd.read_csv(tmp_path / "open-1500.csv")
+    assert table["intent"].nunique() > 100 and table["query"].str.split().str.len().between(3, 8).all()

@@ -154,3 +154,53 @@ def test_traced_layer_has_a_static_width_and_takes_empty_batches(numeric, catego
     assert empty.shape == (0, preprocessor.dense_width)
     np.testing.assert_allclose(preprocessor.encode_dense({name: rows[name] for name in preprocessor.columns}),
                                served(_tensors(preprocessor, rows)).numpy(), atol=1e-7)
+
+
+def test_sparse_rows_hold_the_dense_matrix_by_its_nonzero_entries():
+    """A table in memory is held as its nonzero entries; each batch made dense again is the dense matrix, chunk
+    boundaries, empty rows and a numeric value at its mean (a zero) included."""
+    import tensorflow as tf
+
+    train = {"n": np.array([1.0, 3.0, np.nan], np.float32), "c": np.array(["x", "y", "x"], object),
+             "t": np.array(["buy new shoes", "return my shoes!", "card"], object)}
+    rows = {"n": np.array([2.0, np.nan, 1.0, 0.0, 2.0], np.float32), "c": np.array(["y", "x", "never", "x", "y"],
+                                                                                     object),
+            "t": np.array(["Buy SHOES, buy!", "", "unseen", "café shoes", "card shoes"], object)}
+    preprocessor = TabularPreprocessor(["n"], ["c"], ["t"], text_settings=TextConfig(max_tokens=40)).adapt(train)
+    dense = preprocessor.encode_dense(rows)
+    sparse = preprocessor.encode_sparse(rows, batch_size=2)  # three chunks
+    assert len(sparse) == 5 and sparse.offsets[0] == 0 and np.all(np.diff(sparse.offsets) >= 0)
+    assert len(sparse.columns) == np.count_nonzero(dense)  # the two mean values (2.0 -> 0) are not held
+    for row in range(5):
+        columns = sparse.columns[sparse.offsets[row]:sparse.offsets[row + 1]]
+        assert np.all(np.diff(columns) > 0)  # each row's columns once, in order
+    np.testing.assert_array_equal(preprocessor.densify(sparse.tensors()).numpy(), dense)
+    batch = tf.nest.map_structure(lambda ragged: tf.gather(ragged, [3, 1]), sparse.tensors())
+    np.testing.assert_array_equal(preprocessor.named({"entries": batch})["text_t"].numpy(),
+                                  dense[[3, 1], preprocessor.dense_width - preprocessor.block_widths()["text_t"]:])
+
+
+def test_a_sparse_table_gives_the_batches_of_the_dense_one():
+    import tensorflow as tf
+
+    from kerasls.data.epochs import epoch_shuffled_dataset
+
+    rng = np.random.default_rng(4)
+    words = np.array(["refund", "card", "lost", "pin", "top", "up", "transfer", "fee", "atm", "cash"], object)
+    columns = {"n": rng.normal(size=300).astype(np.float32), "c": rng.choice(np.array(["a", "b", "c"], object), 300),
+               "t": np.array([" ".join(rng.choice(words, rng.integers(0, 6))) for _ in range(300)], object)}
+    preprocessor = TabularPreprocessor(["n"], ["c"], ["t"], text_settings=TextConfig(max_tokens=30)).adapt(columns)
+    targets = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 300)]
+    epoch = tf.Variable(2, dtype=tf.int64)
+    from_sparse = epoch_shuffled_dataset({"entries": preprocessor.encode_sparse(columns).tensors()}, targets, 32, 7,
+                                         epoch, named=preprocessor.named)
+    from_dense = epoch_shuffled_dataset({"dense": preprocessor.encode_dense(columns)}, targets, 32, 7, epoch,
+                                        named=preprocessor.named)
+    batches = 0
+    for (sparse_x, sparse_y), (dense_x, dense_y) in zip(from_sparse, from_dense):
+        assert sorted(sparse_x) == sorted(dense_x) == ["categorical", "numeric", "text_t"]
+        for name in dense_x:
+            np.testing.assert_array_equal(sparse_x[name].numpy(), dense_x[name].numpy())
+        np.testing.assert_array_equal(sparse_y.numpy(), dense_y.numpy())
+        batches += 1
+    assert batches == 10  # 9 full batches and the partial last one

@@ -102,3 +102,24 @@ def test_parquet_is_read(tmp_path):
     data.to_parquet(tmp_path / "t.parquet")
     splits = tabular.load_splits(DataConfig(train=str(tmp_path / "t.parquet")), seed=0)
     assert splits.features.numeric == ["x"] and splits.classes == ["a", "b"]
+
+
+def test_a_table_too_large_for_memory_is_refused_before_encoding(monkeypatch, tmp_path):
+    """The run estimates the memory its encoded rows take and stops with one line naming the estimate, the machine's
+    memory and the fixes, instead of being killed by the OOM killer mid-way."""
+    from kerasls import memory
+    from kerasls.config import load_config
+    from kerasls.preprocessing import TabularPreprocessor
+    from kerasls.table_feed import TableFeed
+    from kerasls.templates_index import render_template
+
+    project = render_template("tabular-intent", output_dir=tmp_path, extra_context={"project_slug": "big"})
+    config = load_config(project / "config.yaml")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 2**20)  # a 2 MB machine
+    monkeypatch.setattr(TabularPreprocessor, "encode", lambda *args: pytest.fail("encoded before the check"))
+    with pytest.raises(KeraslsError, match=r"train.csv: holding 2,000 encoded rows in memory \(\d+ nonzero features "
+                                           r"a row\) needs about \d+ MB, more than the 2 MB of memory available on "
+                                           r"this machine; set data.streaming: true .* or lower data.text.max_tokens"):
+        TableFeed(config)
+    monkeypatch.undo()
+    assert len(TableFeed(config).encoded("train")["entries"]) == 1600

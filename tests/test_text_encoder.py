@@ -145,8 +145,8 @@ def test_encode_keeps_the_tokens_the_layer_computes_and_counts_truncated_texts(p
     columns["query"][:3] = ["", "buy " * 40, "日本語 🙂"]
     preprocessor.adapt(columns)
     encoded = preprocessor.encode(columns)
-    assert sorted(encoded) == ["dense", "text_query"]
-    assert encoded["dense"].shape == (300, 1 + preprocessor.category_sizes["device"])  # no TF-IDF block
+    assert sorted(encoded) == ["entries", "text_query"]
+    assert preprocessor.dense_width == 1 + preprocessor.category_sizes["device"]  # no TF-IDF block
     assert sorted(encoded["text_query"]) == ["padding_mask", "segment_ids", "token_ids"]
     served = tf.function(preprocessor.call, input_signature=[preprocessor.input_signature()])(
         {"minutes": tf.constant(columns["minutes"]), "device": tf.constant(columns["device"].astype(str)),
@@ -154,7 +154,8 @@ def test_encode_keeps_the_tokens_the_layer_computes_and_counts_truncated_texts(p
     assert sorted(served) == ["categorical", "numeric", "text_query"]
     for key, tokens in encoded["text_query"].items():
         np.testing.assert_array_equal(served["text_query"][key].numpy(), tokens)
-    np.testing.assert_allclose(np.concatenate([served["numeric"], served["categorical"]], axis=1), encoded["dense"])
+    np.testing.assert_allclose(np.concatenate([served["numeric"], served["categorical"]], axis=1),
+                               preprocessor.encode_dense(columns))
     tokenizer = keras_hub.models.BertTokenizer.from_preset(str(preset))
     lengths = [len(np.asarray(tokenizer(str(text)))) for text in columns["query"]]
     assert preprocessor.truncated["query"] == sum(length > 16 - 2 for length in lengths) >= 1  # [CLS] and [SEP]
@@ -234,7 +235,8 @@ def test_the_custom_loop_of_several_workers_trains_an_encoder_model_as_model_fit
 
     columns = columns_of(sample, 96)
     preprocessor = encoder_preprocessor(preset).adapt(columns)
-    encoded = preprocessor.encode(columns)
+    encoded = {"dense": preprocessor.encode_dense(columns), **preprocessor.encode(columns)}
+    del encoded["entries"]
     targets = np.eye(3, dtype="float32")[np.random.default_rng(0).integers(0, 3, 96)]
     dataset = tf.data.Dataset.from_tensor_slices((encoded, targets)).batch(32).map(
         lambda rows, y: (preprocessor.named(rows), y))

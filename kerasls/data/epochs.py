@@ -46,9 +46,9 @@ def epoch_permutation(count, seed, epoch_variable):
 def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, drop_remainder=False,
                            chunk_bytes=4 << 20, named=None):
     """Batches of (features, targets) in an order that depends only on (seed, epoch), read from `epoch_variable`
-    when each epoch's iterator starts. `features` is an array or a dict of arrays (one row each per target row);
-    `named(features)`, when given, maps the gathered rows to the model's inputs (it must work on any leading
-    dimensions: it runs on chunks of batches).
+    when each epoch's iterator starts. `features` is an array or a dict of arrays and RaggedTensors (one row each
+    per target row); `named(features)`, when given, maps each batch's rows to the model's inputs (a table held
+    sparse is made dense there, batch by batch).
 
     The rows of each epoch are a new permutation, cut into consecutive batches. They are gathered a chunk of batches
     (~`chunk_bytes`) at a time, in parallel, and the batches sliced out of the chunk: a gather per batch costs a
@@ -59,22 +59,21 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
     (`replicas.splittable_batches`) and the multi-worker loop splits them (`replicas.split_across_replicas`).
     """
     count = len(targets)
-    row_bytes = sum(array[:1].nbytes for array in tf.nest.flatten(features)) + targets[:1].nbytes
+    row_bytes = sum(row_nbytes(array, count) for array in tf.nest.flatten(features)) + targets[:1].nbytes
     # no copy of an aligned table
-    features, targets = tf.nest.map_structure(shared_tensor, features), shared_tensor(targets)
-    named = named or (lambda rows: rows)
+    features = tf.nest.map_structure(lambda a: a if isinstance(a, tf.RaggedTensor) else shared_tensor(a), features)
+    targets = shared_tensor(targets)
     drop_remainder = drop_remainder and count >= batch_size
     steps = count // batch_size
     full = steps * batch_size
     has_partial_batch = full < count and not drop_remainder
-    batches_per_chunk = max(1, chunk_bytes // max(batch_size * row_bytes, 1))
+    batches_per_chunk = max(1, int(chunk_bytes // max(batch_size * row_bytes, 1)))
 
     def permutation(_):
         return epoch_permutation(count, seed, epoch_variable)
 
     def rows(indices):
-        return named(tf.nest.map_structure(lambda array: tf.gather(array, indices), features)), tf.gather(targets,
-                                                                                                          indices)
+        return tf.nest.map_structure(lambda array: tf.gather(array, indices), features), tf.gather(targets, indices)
 
     def index_batches(order):
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [steps, batch_size]))
@@ -85,9 +84,18 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
     dataset = chunks.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)))
     if has_partial_batch:  # the same permutation again (the epoch variable is read when the iterator starts)
         dataset = dataset.concatenate(permutations.map(lambda order: rows(order[full:])))
+    if named is not None:
+        dataset = dataset.map(lambda x, y: (named(x), y), num_parallel_calls=parallel_calls())
     cardinality = steps + int(has_partial_batch)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality)).prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(without_static_rewrites())
+
+
+def row_nbytes(array, count: int) -> float:
+    """Bytes of one row of `array` (a RaggedTensor: its average row)."""
+    if isinstance(array, tf.RaggedTensor):
+        return array.flat_values.dtype.size * int(tf.size(array.flat_values)) / max(count, 1)
+    return array[:1].nbytes
 
 
 def without_static_rewrites() -> tf.data.Options:
