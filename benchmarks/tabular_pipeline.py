@@ -249,7 +249,7 @@ def main(argv=None):
         one_off[step] = time.perf_counter() - start
         features, classes, preprocessor = feed.features, feed.classes, feed.preprocessor
         # the model's named inputs over the encoded table (what the kerasls pipeline slices per batch), as tensors
-        x_train = preprocessor.named({"dense": tf.constant(feed.encoded("train")["dense"])})
+        x_train = preprocessor.named({"dense": tf.constant(preprocessor.encode_dense(feed.raw_columns("train")))})
         raw_train, t_train = feed.raw_columns("train"), feed.training_targets("train")
         rows, batch = len(t_train), config.training.batch_size
         drop_remainder = config.training.jit_compile is not False

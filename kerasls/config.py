@@ -231,6 +231,15 @@ class TabularConfig(_RunSection):
     export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
+    def _phases_need_an_encoder(self):
+        text = self.data.text
+        if self.model.freeze_backbone and text.encoder is None and not any(
+                (override or {}).get("encoder") for override in text.columns.values()):
+            raise ValueError("model.freeze_backbone freezes a text encoder, and no column has one: set "
+                             "data.text.encoder, or model.freeze_backbone: false")
+        return self
+
+    @model_validator(mode="after")
     def _label_is_not_a_feature(self):
         features = self.data.features
         if features is not None and self.data.label in features.all_columns():

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kerasls.errors import KeraslsError
 
@@ -42,6 +42,9 @@ KERAS_HUB_TEXT_PRESETS = (
     "xlm_roberta_base_multi", "xlm_roberta_large_multi",
 )
 SUGGESTED_PRESETS = ("bert_tiny_en_uncased", "bert_small_en_uncased", "deberta_v3_small_en", "roberta_base_en")
+# KerasHub preset families of decoder-only language models: no text classifier in KerasHub 0.32
+DECODER_ONLY = ("gpt2", "gpt_neo", "gemma", "llama", "mistral", "mixtral", "phi", "qwen", "opt_", "bloom", "falcon",
+                "smollm")
 PRESET_HANDLES = ("hf://", "kaggle://", "modelscope://", "gs://")
 INSTALL_HINT = 'pip install "kerasls[encoders]" (keras-hub and tensorflow-text; Linux x86_64 and macOS arm64)'
 
@@ -61,6 +64,13 @@ class EncoderSettings(BaseModel):
     def _known_preset(cls, value):
         return check_preset(value)
 
+    @model_validator(mode="after")
+    def _lora_trains(self):
+        if self.lora_rank and not self.trainable:
+            raise ValueError(f"lora_rank={self.lora_rank} trains adapters, trainable: false trains nothing of the "
+                             "encoder: set one of them (trainable: true with lora_rank, or lora_rank: null)")
+        return self
+
 
 def check_preset(value: str) -> str:
     """`value` if KerasHub can be asked for it (a known name, a handle, a folder holding a preset), else a
@@ -73,6 +83,12 @@ def check_preset(value: str) -> str:
             raise ValueError(f"{value}: a folder without config.json is not a KerasHub preset; save one with "
                              "backbone.save_to_preset(folder) and tokenizer.save_to_preset(folder)")
         return str(folder.resolve())
+    if value.lower().startswith(DECODER_ONLY):
+        raise ValueError(f"{value!r} looks like a decoder-only language model preset; KerasHub 0.32 has no text "
+                         f"classifier for those: use an encoder such as {', '.join(SUGGESTED_PRESETS)}")
+    if value.startswith((".", "/", "~")) or "/" in value or "\\" in value:
+        raise ValueError(f"preset folder {value!r} not found; give an existing folder written by save_to_preset, or a "
+                         "KerasHub preset name")
     close = difflib.get_close_matches(value.lower(), KERAS_HUB_TEXT_PRESETS, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"not a KerasHub text-classifier preset, an hf:// handle or a preset folder; {hint}try one of "
@@ -90,9 +106,12 @@ def check_folder_sequence_length(settings: EncoderSettings, column: str) -> None
     except (ValueError, KeyError, TypeError, AttributeError):
         return  # KerasHub reports an unreadable preset when it loads it
     if isinstance(positions, int) and settings.sequence_length > positions:
-        raise KeraslsError(f"data.text.encoder.sequence_length={settings.sequence_length} (column {column!r}) is "
-                           f"longer than the {positions} positions of {settings.preset}; set sequence_length <= "
-                           f"{positions}")
+        raise sequence_length_error(settings, column, positions)
+
+
+def sequence_length_error(settings: EncoderSettings, column: str, positions: int) -> KeraslsError:
+    return KeraslsError(f"data.text.encoder.sequence_length={settings.sequence_length} (column {column!r}) is longer "
+                        f"than the {positions} positions of {settings.preset}; set sequence_length <= {positions}")
 
 
 def encoders_installed() -> bool:

@@ -10,6 +10,12 @@ class KeraslsError(ValueError):
     """Bad input: a config key, a data file, a column, a template variable."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), to quote in a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 # What to tell a user who pressed Ctrl-C; a started run sets the command that resumes it.
 _INTERRUPTED = {"hint": "nothing was written"}
 

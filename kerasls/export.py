@@ -9,7 +9,8 @@ Signature `serving_default` (the contract users and TF Serving rely on; README "
     outputs: probabilities [N, K] float32 (softmax(logits / T)), class_id int64, class_name string,
              confidence float32, and logits [N, K] float32 (before temperature, for recalibration); with
              prediction sets (calibration.conformal), prediction_set [N, K] bool and set_size [N] int32
-The export needs only TensorFlow to load: `tf.saved_model.load(path).signatures["serving_default"]`.
+The export needs only TensorFlow to load: `tf.saved_model.load(path).signatures["serving_default"]`; one with a text
+encoder also TensorFlow Text's ops (`import tensorflow_text` first; "requires" in `assets/kerasls.json`).
 """
 
 from __future__ import annotations

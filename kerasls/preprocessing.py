@@ -19,9 +19,9 @@ into the encoder's features. The numeric, categorical and TF-IDF blocks are comp
 (`dense`) and sliced into their blocks (`named`): one scatter writes the whole matrix.
 
 A table in memory is held sparse (`encode`: the nonzero entries of each row, CSR-like, `SparseRows`), since a
-TF-IDF row is tens of thousands of floats of which a few hundred are nonzero (Banking77: 152 of 20,000): 12 bytes an
-entry instead of 4 bytes a column. Each batch is made dense inside tf.data (`densify`), so the model sees the
-same named inputs in training and serving.
+TF-IDF row is tens of thousands of floats of which a few hundred are nonzero (Banking77: 152 of 20,000): 8 bytes an
+entry (and 8 a row) instead of 4 bytes a column. Each batch is made dense inside tf.data (`densify`), so the model
+sees the same named inputs in training and serving.
 """
 
 from dataclasses import dataclass, field
@@ -84,8 +84,8 @@ class ModelInputs:
 
 class TabularPreprocessor(keras.layers.Layer):
     def __init__(self, numeric=(), categorical=(), text=(), text_settings=None, **kwargs):
-        """`text_settings`: a `config.TextConfig` (its `settings(column)` configures each text column's TF-IDF),
-        or None for `TextTfidf`'s defaults."""
+        """`text_settings`: a `config.TextConfig` (its `settings(column)` configures each text column: its TF-IDF,
+        or its pretrained encoder), or None for `TextTfidf`'s defaults."""
         # float32 whatever the global policy: under mixed_bfloat16 Keras would cast the raw numeric inputs to
         # bfloat16 before the layer sees them (1000.7 -> 1000, 3 significant digits), in training and serving.
         kwargs.setdefault("dtype", "float32")
@@ -214,7 +214,7 @@ class TabularPreprocessor(keras.layers.Layer):
         return self._scatter(position, weight, tf.size(inputs[self.columns[0]], out_type=tf.int64))
 
     def entries(self, inputs):
-        """(position, weight), both [E]: every entry of `call`'s output that may be nonzero, each once, at
+        """(position, weight), both [E]: every entry of `dense`'s output that may be nonzero, each once, at
         position row * dense_width + column. `encode_dense` writes them into its matrix itself."""
         if not self._adapted:
             raise RuntimeError("TabularPreprocessor.adapt() must run before the layer is called")

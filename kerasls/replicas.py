@@ -22,8 +22,8 @@ def splittable_batches(strategy, dataset, batch_size):
     """
     if strategy.num_replicas_in_sync == 1:
         return dataset
-    first = tf.nest.flatten(dataset.element_spec)[0]
-    return dataset.unbatch().batch(batch_size, drop_remainder=first.shape[0] == batch_size)
+    targets = tf.nest.flatten(dataset.element_spec)[-1]  # static batch size where the feed drops the remainder
+    return dataset.unbatch().batch(batch_size, drop_remainder=targets.shape[0] == batch_size)
 
 
 def split_across_replicas(strategy, dataset):

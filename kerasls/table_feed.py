@@ -1,7 +1,7 @@
 """The tabular-intent data feed: one protocol over tables held in memory and tables streamed in chunks.
 
     feed = TableFeed(config)              # reads and checks the files, learns the preprocessing
-    feed.train_dataset(batch_size)        # (encoded rows, targets) batches; epoch order = f(seed, epoch)
+    feed.train_dataset(batch_size)        # (named inputs, targets) batches; epoch order = f(seed, epoch)
     feed.dataset("val", batch_size)       # validation batches for `model.fit`
     feed.evaluation_inputs("val")         # raw columns, as the export takes them
     feed.targets("test")                  # SplitTargets: distributions, observed classes, soft?, where from
@@ -70,7 +70,7 @@ class TableFeed:
         held = ""
         if not self.streaming:  # say what holding the encoded rows costs (streaming does not hold them)
             size = sum(array.nbytes for array in tf.nest.flatten(self._encoded["train"]))
-            held = f"; training rows held encoded (sparse): {size / 2**20:,.0f} MB"
+            held = f"; training rows held encoded: {size / 2**20:,.1f} MB"
         lines.append(f"model inputs: {', '.join(inputs)}{held}")
         for name, count in getattr(self, "truncated", {}).items():
             if count:
@@ -81,14 +81,15 @@ class TableFeed:
 
     def check_memory(self, train_columns, sample_rows=2000) -> None:
         """Before encoding: the memory the encoded training and validation rows will take, from the entries of a
-        sample of rows (`encode` holds 12 bytes an entry and an encoder column's tokens), against what the machine
-        has; too much is one error naming both and the fixes."""
-        sample = {name: values[:sample_rows] for name, values in train_columns.items()}
-        sampled = self.preprocessor.encode_sparse(sample)
+        random sample of rows (`encode` holds 8 bytes an entry and 8 a row, and an encoder column's tokens), against
+        what the machine has; too much is one error naming both and the fixes."""
+        count = len(train_columns[self.features.all_columns()[0]])
+        picked = np.random.default_rng(self.seed).choice(count, min(sample_rows, count), replace=False)
+        sampled = self.preprocessor.encode_sparse({name: values[picked] for name, values in train_columns.items()})
         entries = len(sampled.columns) / max(len(sampled), 1)
         tokens = sum(encoder.sequence_length * 9 for encoder in self.preprocessor.encoders.values())  # ids, mask
         rows = self.rows["train"] + self.rows["val"]
-        needed = int(rows * (entries * 8 + 8 + tokens) * 1.5)  # 1.5: the chunks concatenated at the end
+        needed = int(rows * (entries * 8 + 8 + tokens) * 2)  # 2: the chunks and the arrays they are joined into
         check_fits(needed, f"{self.splits.train.attrs.get('path', 'the table')}: holding {rows:,} encoded rows in "
                            f"memory ({entries:,.0f} nonzero features a row)",
                    "set data.streaming: true (reads the files in chunks), or lower data.text.max_tokens")

@@ -22,8 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasls.encoder_settings import INSTALL_HINT, EncoderSettings
-from kerasls.errors import KeraslsError
+from kerasls.encoder_settings import INSTALL_HINT, EncoderSettings, sequence_length_error
+from kerasls.errors import KeraslsError, first_line
+from kerasls.keras_internals import nested_layers, set_own_trainable
 
 
 def _keras_hub():
@@ -34,17 +35,34 @@ def _keras_hub():
     return keras_hub
 
 
+def download_failed(error: BaseException) -> bool:
+    """Whether KerasHub failed to fetch a preset (no network, a name the hub does not serve) rather than to use it."""
+    text = f"{type(error).__name__} {error}"
+    return any(sign in text for sign in ("ConnectionError", "HTTPSConnectionPool", "NameResolution", "URLError",
+                                         "Max retries", "401", "403", "404", "Temporary failure in name resolution"))
+
+
+def download_error(settings: EncoderSettings, column: str, error: BaseException) -> KeraslsError:
+    return KeraslsError(f"data.text.encoder.preset={settings.preset!r} (column {column!r}): KerasHub could not "
+                        f"download it ({first_line(error)}); it downloads a preset once and caches it, so run once "
+                        "with network, or offline give a local preset folder (backbone.save_to_preset(folder) and "
+                        "tokenizer.save_to_preset(folder))")
+
+
 def load_text_preprocessor(settings: EncoderSettings, column: str):
     """The preset's `TextClassifierPreprocessor` packing to `settings.sequence_length` tokens."""
     keras_hub = _keras_hub()
     try:
         return keras_hub.models.TextClassifierPreprocessor.from_preset(
             settings.preset, sequence_length=settings.sequence_length)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:  # noqa: BLE001 - KerasHub and its downloaders raise many kinds; one line names it
+        if download_failed(error):
+            raise download_error(settings, column, error) from None
+        if not isinstance(error, (ValueError, FileNotFoundError, OSError)):
+            raise
         raise KeraslsError(f"data.text.encoder.preset={settings.preset!r} (column {column!r}): KerasHub cannot load "
-                           f"it as a text classifier's preprocessor ({first}); use a text-classifier preset such as "
-                           "bert_small_en_uncased, or a folder saved with save_to_preset") from None
+                           f"it as a text classifier's preprocessor ({first_line(error)}); use a text-classifier "
+                           "preset such as bert_small_en_uncased, or a folder saved with save_to_preset") from None
 
 
 class TextEncoder(keras.layers.Layer):
@@ -70,7 +88,7 @@ class TextEncoder(keras.layers.Layer):
     def tokenize(self, strings: np.ndarray, batch_size=4096) -> tuple[dict, int]:
         """`call` over a column of numpy strings in chunks, traced once: ({key: numpy array [N, L]}, the number
         of texts that were truncated to `sequence_length` tokens)."""
-        special = int(np.count_nonzero(self.packer(tf.constant([""]))["padding_mask"]))  # [CLS], [SEP], ...
+        special = int(np.count_nonzero(self.real_tokens(self.packer(tf.constant([""])))))  # [CLS], [SEP], ...
         capacity = self.sequence_length - special
 
         def packed_and_truncated(batch):
@@ -87,6 +105,13 @@ class TextEncoder(keras.layers.Layer):
             truncated += int(count)
         return {key: np.concatenate([part[key].numpy() for part in parts]) for key in self.input_keys}, truncated
 
+    def real_tokens(self, packed: dict):
+        """Which positions hold a token, not padding: the packer's `padding_mask`, or for packers without one
+        (FNet, ESM) the token ids that are not the tokenizer's padding id."""
+        if "padding_mask" in packed:
+            return packed["padding_mask"]
+        return packed["token_ids"] != getattr(self.packer.tokenizer, "pad_token_id", 0)
+
     def keras_inputs(self, name: str) -> dict:
         """One `keras.Input` per packed key, named `<name>_<key>` ([N, L] integers or booleans)."""
         return {key: keras.Input(shape=(self.sequence_length,), dtype=self.input_dtypes[key].name,
@@ -101,14 +126,16 @@ class EncoderBackbone:
         self.settings, self.column = settings, column
         try:
             backbone = keras_hub.models.Backbone.from_preset(settings.preset)
-        except (ValueError, FileNotFoundError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - as in load_text_preprocessor
+            if download_failed(error):
+                raise download_error(settings, column, error) from None
+            if not isinstance(error, (ValueError, FileNotFoundError, OSError)):
+                raise
             raise KeraslsError(f"data.text.encoder.preset={settings.preset!r} (column {column!r}): KerasHub cannot "
-                               f"load its backbone ({str(error).strip().splitlines()[0]})") from None
+                               f"load its backbone ({first_line(error)})") from None
         positions = getattr(backbone, "max_sequence_length", None)
         if isinstance(positions, int) and settings.sequence_length > positions:
-            raise KeraslsError(f"data.text.encoder.sequence_length={settings.sequence_length} (column {column!r}) is "
-                               f"longer than the {positions} positions of {settings.preset}; set sequence_length <= "
-                               f"{positions}")
+            raise sequence_length_error(settings, column, positions)
         self.backbone = backbone
         if settings.lora_rank:
             backbone.enable_lora(settings.lora_rank)
@@ -139,7 +166,7 @@ class EncoderBackbone:
 
 def trainable_flags(model) -> tuple[list, list]:
     """(each layer's `trainable`, each variable's `trainable`) of `model`, in a fixed order."""
-    layers = [model, *model._flatten_layers(include_self=False)]
+    layers = [model, *nested_layers(model)]
     return [(layer, layer.trainable) for layer in layers], [(variable, variable.trainable)
                                                             for variable in model.weights]
 
@@ -150,6 +177,6 @@ def restore_trainable_flags(model, flags) -> None:
     layer_flags, variable_flags = flags
     model.trainable = True
     for layer, trainable in layer_flags:
-        layer._trainable = trainable
+        set_own_trainable(layer, trainable)
     for variable, trainable in variable_flags:
         variable.trainable = trainable

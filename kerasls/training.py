@@ -18,6 +18,7 @@ import sys
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasls.config import TargetsConfig, TrainingConfig
@@ -160,6 +161,13 @@ def make_optimizer(training: TrainingConfig, steps_per_epoch: int = 1):
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def describe_trainable(model) -> str:
+    """How many of the model's parameters train now (for the line a phase change prints)."""
+    trainable = sum(int(np.prod(variable.shape)) for variable in model.trainable_variables)
+    total = sum(int(np.prod(variable.shape)) for variable in model.weights)
+    return f"{trainable:,} of {total:,} parameters trainable"
 
 
 def steps_per_epoch(rows: int, batch_size: int, drop_remainder=False) -> int:

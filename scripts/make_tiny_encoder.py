@@ -13,6 +13,7 @@ without, the weights are the random initialisation. The folder holds what `backb
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import string
 from collections import Counter
@@ -62,6 +63,7 @@ def make_tiny_preset(folder, texts, labels=None, *, epochs=5, learning_rate=3e-3
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up lines
     import pandas as pd
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,12 +74,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--positions", type=int, default=128, help="max_sequence_length (default 128: the default "
+                        "data.text.encoder.sequence_length fits)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     table = pd.read_csv(args.data, dtype=str, keep_default_na=False)
     labels = table[args.label].tolist() if args.label else None
     make_tiny_preset(args.out, table[args.text_column].tolist(), labels, epochs=args.epochs, layers=args.layers,
-                     hidden=args.hidden, seed=args.seed)
+                     hidden=args.hidden, seed=args.seed, max_sequence_length=args.positions)
     print(f"preset: {args.out}")
 
 

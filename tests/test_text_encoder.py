@@ -260,3 +260,61 @@ def test_the_custom_loop_of_several_workers_trains_an_encoder_model_as_model_fit
     before = [weight.copy() for weight in mirrored.get_weights()]
     mirrored.fit(dataset, epochs=1, verbose=0)
     assert any(not np.array_equal(a, b) for a, b in zip(before, mirrored.get_weights()))
+
+
+def test_lora_with_a_frozen_encoder_and_phases_without_an_encoder_are_refused(preset):
+    with pytest.raises(KeraslsError, match="lora_rank=4 trains adapters, trainable: false trains nothing"):
+        load_config(None, [f"data.text.encoder.preset={preset}", "data.text.encoder.lora_rank=4",
+                           "data.text.encoder.trainable=false"])
+    with pytest.raises(KeraslsError, match="model.freeze_backbone freezes a text encoder, and no column has one"):
+        load_config(None, ["model.freeze_backbone=true"])
+    assert load_config(None, ["model.freeze_backbone=true", f"data.text.encoder.preset={preset}"]).model.freeze_backbone
+
+
+def test_a_packer_without_a_padding_mask_counts_truncated_texts_by_its_padding_id(tmp_path):
+    """ESM's packer gives token ids only (FNet's drops the mask too): truncation is counted from the padding id."""
+    import keras_hub
+
+    from kerasls.text_encoder import TextEncoder
+
+    folder = tmp_path / "esm"
+    vocabulary = ["<pad>", "<unk>", "<cls>", "<eos>", "<mask>", "A", "C", "D", "E"]
+    keras_hub.models.ESMBackbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=2, hidden_dim=8,
+                                 intermediate_dim=16, max_sequence_length=16).save_to_preset(str(folder))
+    keras_hub.models.ESMTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
+    encoder = TextEncoder(load_config(None, [f"data.text.encoder.preset={folder}",
+                                             "data.text.encoder.sequence_length=6"]).data.text.encoder, "protein")
+    assert "padding_mask" not in encoder.input_keys
+    tokens, truncated = encoder.tokenize(np.array(["A C", "A C D E", "A C D E A C D", ""], dtype=object))
+    assert truncated == 1 and tokens["token_ids"].shape == (4, 6)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("gpt2_base_en", "'gpt2_base_en' looks like a decoder-only language model preset; KerasHub 0.32 has no text"),
+    ("gemma2_2b_en", "looks like a decoder-only language model preset"),
+    ("./no_such_preset", "preset folder './no_such_preset' not found"),
+])
+def test_decoder_only_names_and_missing_folders_are_named_as_such(value, expected):
+    with pytest.raises(KeraslsError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [f"data.text.encoder.preset={value}"])
+
+
+def test_a_preset_that_cannot_be_downloaded_says_so_not_that_the_name_is_wrong(monkeypatch):
+    """Offline, a valid preset name fails in KerasHub's downloader: the line says it could not be downloaded and
+    how to work offline."""
+    import keras_hub
+
+    from kerasls.text_encoder import load_text_preprocessor
+
+    class ConnectionError(OSError):  # what requests raises, by name
+        pass
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded")
+
+    monkeypatch.setattr(keras_hub.models.TextClassifierPreprocessor, "from_preset", offline)
+    settings = load_config(None, ["data.text.encoder.preset=bert_tiny_en_uncased"]).data.text.encoder
+    with pytest.raises(KeraslsError, match=r"KerasHub could not download it \(HTTPSConnectionPool.*\); it downloads a "
+                                           r"preset once and caches it, so run once with network, or offline give a "
+                                           r"local preset folder"):
+        load_text_preprocessor(settings, "query")

@@ -17,7 +17,7 @@ import pandas as pd
 from kerasls.config import DataConfig, FeatureColumns
 from kerasls.data.labels import as_text, label_indices, label_strings
 from kerasls.data.soft_labels import soft_column_classes, table_targets
-from kerasls.errors import KeraslsError
+from kerasls.errors import KeraslsError, first_line
 
 # Names a SavedModel signature accepts as input keys (TF's own rule for signature arguments).
 _SIGNATURE_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
@@ -58,8 +58,7 @@ def table_read_error(path: Path, error: Exception) -> KeraslsError:
         return KeraslsError(f"{path}: line {line}: byte {byte!r} is not UTF-8 text; re-save the file as UTF-8")
     if isinstance(error, pd.errors.EmptyDataError):
         return KeraslsError(f"{path}: the file is empty; it needs a header row and data rows")
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return KeraslsError(f"{path}: cannot be read as a table ({first_line})")
+    return KeraslsError(f"{path}: cannot be read as a table ({first_line(error)})")
 
 
 READ_ERRORS = (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, OSError)

@@ -91,6 +91,8 @@ def main(argv):
         fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
         with strategy.scope():
             compile_model(model, fine_tuning)
+        print(f"fine-tuning the text encoders: {training.describe_trainable(model)}, learning rate "
+              f"{fine_tuning.learning_rate:g}")
         done = training.epochs_done(run_folder, phase="train")
         callbacks = training.standard_callbacks(run_folder, fine_tuning, phase="fine_tune", monitor=epoch_score)
         training.fit(model, train_data, val_data, fine_tuning, callbacks,
