@@ -154,13 +154,18 @@ def test_a_killed_encoder_run_resumes_to_the_unbroken_result(project):
                                pd.read_csv(unbroken / "predictions.csv").filter(like="prob_").to_numpy(), atol=1e-5)
 
 
-def test_an_encoder_export_teaches_a_tf_idf_student(project, lora_run):
+@pytest.mark.parametrize("student", [[], ENCODER + ["targets.prior=class_prior"]], ids=["tf_idf", "encoder"])
+def test_an_encoder_export_teaches_a_student(project, lora_run, student):
+    """Distillation both ways an encoder takes part: the teacher's logits come from the encoder export (TensorFlow
+    Text imported for it), the student is a TF-IDF model or an encoder model smoothed toward the class prior."""
     run, _ = lora_run
-    result = run_train(project, f"targets.soft_labels.teacher={run / 'export'}", "targets.soft_labels.temperature=2",
-                       "training.epochs=1", "training.verbose=0")
-    student = last_run(project, result)
-    assert "soft_labels" in (student / "config.yaml").read_text()
-    assert json.loads((student / "metrics.json").read_text())["n"] == 500
+    result = run_train(project, *student, f"targets.soft_labels.teacher={run / 'export'}",
+                       "targets.soft_labels.temperature=2", "training.epochs=1", "training.verbose=2")
+    trained = last_run(project, result)
+    history = pd.read_csv(trained / "history.csv")
+    assert {"nll", "accuracy", "val_nll"} <= set(history.columns)  # the hard part of the distillation targets
+    assert json.loads((trained / "metrics.json").read_text())["n"] == 500
+    assert ("text_search_query [16 tokens" in result.stdout) == bool(student)
 
 
 def keyword_table(rows, rng, classes, keywords, noise):
