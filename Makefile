@@ -46,6 +46,7 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/image_pipeline.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/text_encoder.py
+	$(BIN)/python benchmarks/sparse_first_layer.py
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache

@@ -145,3 +145,11 @@ def test_scale_in_memory_trains_open_vocabulary_tables_and_prints_memory(tmp_pat
     assert "| 0 |" in stdout and "peak RSS" in stdout
     table = pd.read_csv(tmp_path / "open-1500.csv")
     assert table["intent"].nunique() > 100 and table["query"].str.split().str.len().between(3, 8).all()
+
+
+def test_sparse_first_layer_times_the_three_first_layers():
+    stdout = run_script("sparse_first_layer.py", "--batch", "16", "--width", "500", "--nonzero", "10", "--hidden", "8",
+                        "--classes", "3", "--rounds", "2")
+    assert table_rows(stdout)[1:] == ["(a) dense: the batch made dense, tf.matmul",
+                                      "(b) sparse: tf.sparse.sparse_dense_matmul",
+                                      "(c) embedding bag: gather + unsorted_segment_sum"], stdout
