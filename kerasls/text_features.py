@@ -252,12 +252,28 @@ class NgramIndex(tf.Module):
         return sequences, self.grams.lookup(tf.boolean_mask(tf.stack(keys, axis=1), valid))
 
 
-class TextVocabularyCounter:
-    """Term and document frequencies of a `TextTfidf`'s n-grams, counted chunk by chunk in traced ops."""
+# Distinct n-grams a counter holds per kind before it prunes (about 100 MB of keys and counts a kind)
+COUNTER_CAPACITY = 1 << 20
 
-    def __init__(self, layer: TextTfidf):
+
+class TextVocabularyCounter:
+    """Term and document frequencies of a `TextTfidf`'s n-grams, counted chunk by chunk in traced ops.
+
+    Bounded: when a kind's table holds more than `capacity` distinct n-grams, it keeps the `capacity // 2` most
+    frequent and lowers every count by the largest count it dropped (Misra and Gries 1982, in batches), so memory
+    stays flat however many rows are counted. Each count is then at most `lost[kind]` below its true value, and
+    `lost[kind]` <= 2N / capacity for N n-gram occurrences counted (each decrement d drops at least capacity/2
+    n-grams, so the decrements add up to at most N / (capacity/2)). An n-gram whose true count exceeds the kept
+    vocabulary's smallest count by more than that bound is in the vocabulary as with exact counts. Document
+    frequencies of the kept n-grams are at most `lost` low too (they were counted only while held). Tables of fewer
+    distinct n-grams than `capacity` (Banking77: about 150k character n-grams) are exact.
+    """
+
+    def __init__(self, layer: TextTfidf, capacity: int = COUNTER_CAPACITY):
         self.layer = layer
         self.documents = 0
+        self.capacity = max(capacity, 4 * layer.max_tokens)  # what is kept after a prune holds the vocabulary twice
+        self.lost = {kind: 0 for kind in layer.kinds}  # the error bound of each kind's counts (see above)
         self.tables = {kind: (tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0),
                               tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0))
                        for kind in layer.kinds}
@@ -279,7 +295,22 @@ class TextVocabularyCounter:
         strings = np.asarray(strings, dtype=object).astype(str)
         for start in range(0, len(strings), chunk_rows):
             self._update(tf.constant(strings[start:start + chunk_rows]))
+            for kind in self.tables:
+                if int(self.tables[kind][0].size()) > self.capacity:
+                    self._prune(kind)
         self.documents += len(strings)
+
+    def _prune(self, kind: str) -> None:
+        """Keep the capacity // 2 most frequent n-grams of `kind`, every count lowered by the largest dropped one."""
+        terms, documents = self.tables[kind]
+        keys, counts = (value.numpy() for value in terms.export())
+        keep = self.capacity // 2
+        decrement = int(np.partition(counts, len(counts) - keep - 1)[len(counts) - keep - 1])
+        dropped = counts <= decrement
+        terms.remove(tf.constant(keys[dropped]))
+        documents.remove(tf.constant(keys[dropped]))
+        terms.insert(tf.constant(keys[~dropped]), tf.constant(counts[~dropped] - decrement))
+        self.lost[kind] += decrement
 
     def finish(self) -> TextTfidf:
         """Keep each kind's `max_tokens` most frequent n-grams (ties in sorted order) with their smooth idf."""

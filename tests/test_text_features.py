@@ -169,3 +169,58 @@ def test_ngram_index_returns_every_ngram_grouped_by_sequence(shortest, longest):
                       for n in range(shortest, longest + 1) for i in range(len(w) - n + 1)
                       if longest == 1 or set(w[i:i + n]) <= known_units)
     assert sorted(zip(sequence.tolist(), position.tolist())) == expected
+
+
+def exact_counts(layer, texts):
+    """{kind: {n-gram: occurrences}} by the layer's own tokens, counted in Python."""
+    from collections import Counter
+
+    grams = layer.tokens(tf.constant(np.asarray(texts, dtype=object).astype(str)))
+    return {kind: Counter(value.decode("utf-8") for value in ragged.flat_values.numpy())
+            for kind, ragged in grams.items()}
+
+
+def test_the_bounded_counter_stays_within_its_capacity_and_its_error_bound():
+    """Heavy n-grams among thousands seen once: with a capacity far below the distinct n-grams, the table never
+    holds more than capacity plus a chunk's new n-grams, every kept count is at most `lost` (<= 2N / capacity) below
+    the true count, and the vocabulary is the exact one where the gap to the rest exceeds that bound."""
+    rng = np.random.default_rng(3)
+    heavy = [f"intent{k}" for k in range(30)]
+    texts = [" ".join([heavy[k % 30] if k % 3 else f"x{rng.integers(1e9)}", f"y{rng.integers(1e9)}"])
+             for k in range(3000)]
+    layer = TextTfidf(name="t", ngrams=1, char_ngrams=None, max_tokens=10)
+    counter = TextVocabularyCounter(layer, capacity=400)  # kept: 200 of the about 5,000 distinct words
+    largest = 0
+    for start in range(0, len(texts), 50):
+        counter.update(texts[start:start + 50])
+        largest = max(largest, int(counter.tables["words"][0].size()))
+    assert counter.capacity == 400 and 0 < counter.lost["words"]
+    assert largest <= 400 + 100  # a chunk of 50 texts brings at most 100 new words
+    truth = exact_counts(layer, texts)["words"]
+    total = sum(truth.values())
+    assert counter.lost["words"] <= 2 * total / 400
+    keys, counts = (value.numpy() for value in counter.tables["words"][0].export())
+    for key, count in zip(keys, counts):
+        assert truth[key.decode()] - counter.lost["words"] <= count <= truth[key.decode()]
+    counter.finish()
+    exact = sorted(truth, key=lambda word: (-truth[word], word))[:10]
+    assert truth[exact[-1]] - max(truth[word] for word in truth if word not in heavy) > counter.lost["words"]
+    assert layer.vocabulary("words") == exact
+
+
+def test_banking77s_vocabulary_is_the_exact_one_with_the_default_capacity():
+    import pandas as pd
+    from conftest import SHARED_DATA, require
+
+    texts = pd.read_csv(require(SHARED_DATA / "banking77" / "train.csv"))["text"].to_numpy(dtype=object)
+    bounded = TextTfidf(name="bounded")
+    counter = TextVocabularyCounter(bounded)
+    counter.update(texts, chunk_rows=1024)
+    counter.finish()
+    assert counter.lost == {"words": 0, "chars": 0}  # 23,608 and 20,357 distinct: below the capacity
+    unbounded = TextTfidf(name="unbounded")
+    exact_counter = TextVocabularyCounter(unbounded, capacity=10**9)
+    exact_counter.update(texts)
+    exact_counter.finish()
+    for kind in ("words", "chars"):
+        assert bounded.vocabulary(kind) == unbounded.vocabulary(kind) and len(bounded.vocabulary(kind)) == 10000

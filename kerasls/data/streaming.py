@@ -3,9 +3,10 @@
 `TableStream` makes one pass over the training file: it checks every chunk's columns (errors name the file and
 line, as for in-memory tables), finds the classes, and learns the same preprocessing as
 `TabularPreprocessor.adapt` -- numeric mean/std exactly (running sums), category vocabularies exactly (counts),
-TF-IDF vocabularies through `TextVocabularyCounter` (exact counts), and the numeric NaN fill (median) from a uniform
-sample of `MEDIAN_SAMPLE` values a column (exact for smaller tables). Memory grows with vocabulary sizes, never
-with rows. Each epoch then reads the file again:
+TF-IDF vocabularies through `TextVocabularyCounter` (exact counts up to a million distinct n-grams of a kind, then
+bounded, with the error bound its docstring states), and the numeric NaN fill (median) from a uniform sample of
+`MEDIAN_SAMPLE` values a column (exact for smaller tables). Memory grows with vocabulary sizes up to those bounds,
+never with rows. Each epoch then reads the file again:
 
     file chunks (pandas / pyarrow) -> rows of this split -> shuffled within the chunk
         -> rebatch(ENCODE_ROWS) -> preprocessor (parallel map) -> rebatch(batch_size) -> prefetch
