@@ -205,15 +205,19 @@ def remove_abandoned_temp_dirs(export_root: Path) -> None:
 
 
 def resolve_export(path) -> Path:
-    """An export folder, or an export root holding numbered versions (the newest is taken)."""
+    """An export folder, an export root holding numbered versions (the newest is taken), or a run folder (its
+    export root)."""
     path = Path(path)
     if (path / "saved_model.pb").is_file():
         return path
-    if path.is_dir():
-        versions = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
-        if versions:
-            return path / str(versions[-1])
-    raise KeraslsError(f"{path}: not a SavedModel export (no saved_model.pb); pass runs/<run>/export/<version>")
+    for root in (path, path / "export"):
+        if root.is_dir():
+            versions = sorted(int(p.name) for p in root.iterdir()
+                              if p.name.isdigit() and (p / "saved_model.pb").is_file())
+            if versions:
+                return root / str(versions[-1])
+    raise KeraslsError(f"{path}: not a SavedModel export (no saved_model.pb); pass a run folder runs/<run>, its "
+                       "export/ or export/<version>")
 
 
 def import_required_ops(export_dir: Path) -> None:

@@ -160,3 +160,17 @@ def test_train_bad_input_is_one_line_without_traceback(trained_project, args, ex
     assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (trained_project.project / "runs").iterdir()) == before  # no run folder made
+
+
+def test_predict_and_evaluate_take_a_run_folder(trained_project, tmp_path):
+    """`kerasls predict runs/<name>` and `kerasls evaluate runs/<name>` use the run's newest export version."""
+    from kerasls.export import resolve_export
+
+    run = trained_project.run
+    assert resolve_export(run) == resolve_export(run / "export") == max((run / "export").iterdir(),
+                                                                        key=lambda p: int(p.name))
+    result = subprocess.run([sys.executable, "-m", "kerasls.cli", "predict", str(run), str(trained_project.eval_rows),
+                             "-o", str(tmp_path / "out.csv")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "out.csv")) == len(pd.read_csv(trained_project.eval_rows))
+    assert f"curves: tensorboard --logdir {run / 'tensorboard'}" in trained_project.stdout

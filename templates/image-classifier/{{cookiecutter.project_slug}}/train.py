@@ -117,6 +117,7 @@ def main(argv):
     metrics = results.report_run(run_folder, feed, calibrated, config, export_path, epoch_score,
                                  title="{{ cookiecutter.project_name }}")
     print(results.headline(metrics))
+    print(f"curves: tensorboard --logdir {run_folder.tensorboard}")
     print(f"run: {run_folder.path}")
 
 
