@@ -123,3 +123,17 @@ def test_a_table_too_large_for_memory_is_refused_before_encoding(monkeypatch, tm
         TableFeed(config)
     monkeypatch.undo()
     assert len(TableFeed(config).encoded("train")["entries"]) == 1600
+
+
+def test_a_typo_in_an_inferred_numeric_column_is_named_not_made_categorical(tmp_path):
+    """With data.features: null, one `abc` among numbers made the column categorical without a word."""
+    rows = ["minutes,device,intent"] + [f"{i % 7 + 0.5},mobile,{'buy' if i % 2 else 'browse'}" for i in range(40)]
+    rows[13] = "abc,mobile,buy"
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(KeraslsError, match=rf"{path}: line 14, column 'minutes' holds 'abc' among numbers; fix the "
+                                           r"value .* or list the column under data.features"):
+        tabular.load_splits(DataConfig(train=str(path)), seed=0)
+    rows[13] = "NA,mobile,buy"  # a missing-value spelling is a missing number
+    path.write_text("\n".join(rows) + "\n")
+    assert tabular.load_splits(DataConfig(train=str(path)), seed=0).features.numeric == ["minutes"]

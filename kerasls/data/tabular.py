@@ -169,6 +169,19 @@ def _looks_like_text(values: pd.Series) -> bool:
     return mean_words > 2.0 or (distinct_share > 0.5 and len(strings) > 20 and mean_words > 1.0)
 
 
+def stray_in_numbers(column: pd.Series, share=0.9):
+    """(line, value) of the first non-number in a column whose present values are at least `share` numbers: a typo
+    that would otherwise make the column categorical without a word; None for any other column."""
+    values = column[column.notna() & ~column.isin(MISSING_SPELLINGS)]
+    if values.empty:
+        return None
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().mean() < share:
+        return None
+    bad = values[numbers.isna()]
+    return int(bad.index[0]) + 2, bad.iloc[0]  # +1 for the header, +1 for 1-based line numbers
+
+
 def infer_features(frame: pd.DataFrame, label: str, exclude=()) -> FeatureColumns:
     """Numeric columns -> numeric; booleans and short strings -> categorical; longer strings -> text.
 
@@ -183,6 +196,12 @@ def infer_features(frame: pd.DataFrame, label: str, exclude=()) -> FeatureColumn
             categorical.append(name)
         elif pd.api.types.is_numeric_dtype(column):
             numeric.append(name)
+        elif stray := stray_in_numbers(column):
+            row, value = stray
+            raise KeraslsError(
+                f"{frame.attrs.get('path', 'table')}: line {row}, column {name!r} holds {value!r} among numbers; fix "
+                "the value (an empty cell is a missing number), or list the column under data.features (numeric or "
+                "categorical) so its type is not inferred")
         elif _looks_like_text(column):
             text.append(name)
         else:
