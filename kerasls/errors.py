@@ -17,7 +17,8 @@ def first_line(error: BaseException) -> str:
 
 
 # What to tell a user who pressed Ctrl-C; a started run sets the command that resumes it.
-_INTERRUPTED = {"hint": "nothing was written"}
+_NOTHING_WRITTEN = "nothing was written"
+_INTERRUPTED = {"hint": _NOTHING_WRITTEN}
 
 
 def set_interrupt_hint(hint: str) -> None:
@@ -39,6 +40,13 @@ def run_with_clear_errors(main, argv=None):
         if debug:
             raise
         print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        if debug or error.errno != 28:  # ENOSPC: the disk filled while writing
+            raise
+        then = "" if _INTERRUPTED["hint"] == _NOTHING_WRITTEN else f", then {_INTERRUPTED['hint']}"
+        print(f"error: {error.filename or 'a file'}: no space left on the device; free some space (or pass "
+              f"--runs-dir on a larger disk){then}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"error: interrupted; {_INTERRUPTED['hint']}", file=sys.stderr)

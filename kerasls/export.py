@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from kerasls import conformal
 from kerasls.data.images import decode_image
 from kerasls.errors import KeraslsError
 from kerasls.faults import fault_point
+from kerasls.memory import check_free_space
 
 # Prepended to a serving script run in a subprocess (tests, a generated project's own test): importing keras or
 # kerasls there fails, so a script that passes proves the export serves with TensorFlow alone.
@@ -165,6 +167,9 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
         archive.add_endpoint(name, endpoint(function), input_signature=[signature])
 
     remove_abandoned_temp_dirs(export_root)
+    weights = sum(int(np.prod(variable.shape)) * tf.as_dtype(variable.dtype).size for resource in tracked
+                  for variable in getattr(resource, "variables", []))
+    check_free_space(export_root, 2 * weights + (32 << 20), "writing the export")  # variables, graph, assets
     temp_dir = export_root / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
     try:
         archive.write_out(str(temp_dir), verbose=False)

@@ -36,6 +36,7 @@ from kerasls import keras_internals
 from kerasls.errors import KeraslsError
 from kerasls.faults import fault_point
 from kerasls.fileio import atomic_write_text
+from kerasls.memory import check_free_space
 
 # Settings that may differ between a run and its resumption without changing what the model computes: a frozen
 # backbone is unfrozen for fine-tuning, and auto-generated layer names count the models built in a process.
@@ -194,6 +195,10 @@ class EpochState(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch_variable is not None:
             self.epoch_variable.assign(epoch)
+        # this epoch ends with the best checkpoint, the state's arrays and their temporary copy on disk
+        weights = sum(int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+                      for variable in self._variables())
+        check_free_space(self.folder.parent, int(3 * weights) + (16 << 20), "saving an epoch's checkpoints")
 
     def on_train_batch_end(self, batch, logs=None):
         fault_point("batch")

@@ -187,3 +187,21 @@ def test_served_probabilities_are_softmax_of_logits_over_temperature(classes):
     traced = tf.function(lambda z: classifier_outputs(z, tf.constant(TEMPERATURE), tf.constant(names)))
     graph = traced.get_concrete_function(tf.TensorSpec([None, classes], tf.float32)).graph
     assert ("Softmax" in {op.type for op in graph.get_operations()}) == (classes > FEW_CLASSES)
+
+
+def test_an_export_the_disk_cannot_hold_is_refused_before_writing(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from kerasls import memory
+    from kerasls.errors import KeraslsError
+
+    columns = raw_columns(rows=60)
+    preprocessor = TabularPreprocessor(["amount", "minutes"], ["device"], ["message"],
+                                       text_settings=TextConfig(max_tokens=20)).adapt(columns)
+    model = tabular_build_model()(preprocessor.model_inputs(), 2, SimpleNamespace(hidden_units=[8], dropout=0.0))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(memory.shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1 << 20))
+    with pytest.raises(KeraslsError, match=r"export: writing the export takes about \d+ MB and the disk has 1 MB"):
+        export_classifier(tmp_path / "export", tabular_serving(model, preprocessor), tracked=[preprocessor, model],
+                          classes=["a", "b"])
+    assert not [path for path in (tmp_path / "export").iterdir() if not path.name.startswith(".")]

@@ -68,3 +68,39 @@ def test_a_state_saved_before_the_check_resumes_with_a_note(tmp_path, capsys):
     capsys.readouterr()
     fit(mlp(activation="gelu"), tmp_path)  # cannot be told apart: resumed, with the note
     assert "does not record the model it was trained with" in capsys.readouterr().out
+
+
+def test_a_disk_too_full_for_the_epochs_checkpoints_stops_before_writing(tmp_path, monkeypatch):
+    """A full disk used to end training with an OSError traceback in the epoch commit, or h5py ending the process
+    while it wrote best.weights.h5: the epoch now checks the space its checkpoints need first."""
+    from collections import namedtuple
+
+    from kerasls import memory
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(memory.shutil, "disk_usage", lambda path: usage(10 << 20, 9 << 20, 1 << 20))  # 1 MB free
+    with pytest.raises(KeraslsError, match=r"checkpoints: saving an epoch.s checkpoints takes about \d+ MB and "
+                                           r"the disk has 1 MB free; free some space .* rerun the same command"):
+        fit(mlp(), tmp_path)
+    assert not (tmp_path / "history.csv").exists()
+    assert not list((tmp_path / "checkpoints").glob("**/*.npz")) if (tmp_path / "checkpoints").exists() else True
+    monkeypatch.undo()
+    fit(mlp(), tmp_path)  # with space, the same run trains
+    assert (tmp_path / "history.csv").is_file()
+
+
+def test_no_space_left_while_writing_is_one_line(tmp_path, capsys):
+    import errno
+
+    from kerasls.errors import run_with_clear_errors
+
+    def fills_the_disk(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "x" / "metrics.json"))
+
+    with pytest.raises(SystemExit) as exited:
+        run_with_clear_errors(fills_the_disk, [])
+    assert exited.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "Traceback" not in message
+    assert message.startswith(f"error: {tmp_path / 'runs' / 'x' / 'metrics.json'}: no space left on the device; "
+                              "free some space (or pass --runs-dir on a larger disk)")
