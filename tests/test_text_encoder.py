@@ -227,6 +227,7 @@ def test_the_encoder_export_serves_the_logits_the_run_evaluated(preset, sample, 
     np.testing.assert_allclose(outputs["probabilities"].numpy(), tf.nn.softmax(evaluated / 1.5).numpy(), atol=1e-5)
 
 
+@pytest.mark.e2e  # trains (in-process)
 def test_the_custom_loop_of_several_workers_trains_an_encoder_model_as_model_fit(preset, sample, float32_policy):
     """`fit_multi_worker` (multi_worker's custom loop) on the named, nested inputs = `model.fit`; and a model built
     in a MirroredStrategy's scope (one CPU here) trains on the same batches."""
