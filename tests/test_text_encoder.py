@@ -162,12 +162,6 @@ def test_encode_keeps_the_tokens_the_layer_computes_and_counts_truncated_texts(p
     assert encoded["text_query"]["padding_mask"][0].sum() == 2  # an empty text: [CLS] [SEP]
 
 
-def lora_and_head(variables, model):
-    backbone = [v.path for v in variables if "backbone" in v.path or "transformer" in v.path or "embedding" in
-                v.path]
-    return backbone, [v.path for v in variables if v.path not in backbone]
-
-
 def test_lora_trains_only_the_adapters_and_the_head_and_the_phases_switch_between(preset, sample, float32_policy):
     preprocessor = encoder_preprocessor(preset, lora_rank=2).adapt(columns_of(sample, 200))
     model_inputs = preprocessor.model_inputs()
