@@ -24,7 +24,7 @@ from kerasls import targets as soft_targets
 from kerasls import teacher
 from kerasls.arrays import shared_tensor
 from kerasls.data import streaming, tabular
-from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, without_static_rewrites
+from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, table_tensors, without_static_rewrites
 from kerasls.errors import KeraslsError
 from kerasls.export import Serving, tabular_serving
 from kerasls.memory import check_fits
@@ -37,6 +37,7 @@ class TableFeed:
         data, self.soft, self.seed = config.data, config.targets.soft_labels, config.seed
         self.streaming = data.streaming
         self._targets: dict = {}
+        self.truncated: dict = {}  # encoder column -> training texts cut to its sequence_length (in memory)
         self._encoded: dict = {}
         if self.streaming:
             self.stream = streaming.TableStream(data, seed=config.seed, soft=self.soft)
@@ -72,7 +73,7 @@ class TableFeed:
             size = sum(array.nbytes for array in tf.nest.flatten(self._encoded["train"]))
             held = f"; training rows held encoded: {size / 2**20:,.1f} MB"
         lines.append(f"model inputs: {', '.join(inputs)}{held}")
-        for name, count in getattr(self, "truncated", {}).items():
+        for name, count in self.truncated.items():
             if count:
                 lines.append(f"note: {count} of {self.rows['train']} training texts of {name!r} are longer than "
                              f"{self.preprocessor.encoders[name].sequence_length} tokens and were truncated "
@@ -158,8 +159,7 @@ class TableFeed:
         """(named inputs, training targets) batches of `split` in file order, for validation during `fit`."""
         if self.streaming:
             return self.stream.dataset(split, batch_size)
-        features = tf.nest.map_structure(lambda a: a if isinstance(a, tf.RaggedTensor) else shared_tensor(a),
-                                         self.encoded_tensors(split))
+        features = table_tensors(self.encoded_tensors(split))
         targets = shared_tensor(self.training_targets(split))
 
         def batch(indices):

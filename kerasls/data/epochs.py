@@ -60,9 +60,7 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
     """
     count = len(targets)
     row_bytes = sum(row_nbytes(array, count) for array in tf.nest.flatten(features)) + targets[:1].nbytes
-    # no copy of an aligned table
-    features = tf.nest.map_structure(lambda a: a if isinstance(a, tf.RaggedTensor) else shared_tensor(a), features)
-    targets = shared_tensor(targets)
+    features, targets = table_tensors(features), shared_tensor(targets)  # no copy of an aligned table
     drop_remainder = drop_remainder and count >= batch_size
     steps = count // batch_size
     full = steps * batch_size
@@ -89,6 +87,11 @@ def epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable, 
     cardinality = steps + int(has_partial_batch)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality)).prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(without_static_rewrites())
+
+
+def table_tensors(features):
+    """A table's arrays as tensors over the same memory (`shared_tensor`); RaggedTensors as they are."""
+    return tf.nest.map_structure(lambda a: a if isinstance(a, tf.RaggedTensor) else shared_tensor(a), features)
 
 
 def row_nbytes(array, count: int) -> float:
