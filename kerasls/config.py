@@ -102,6 +102,9 @@ class DataConfig(_Section):
     # see kerasls.data.streaming for what changes (seeded per-row val split, shuffling within chunks).
     streaming: bool = False
     chunk_rows: int = Field(65536, ge=1)
+    # rows with this label are never a class: uniform targets in training (outlier exposure), out-of-scope rows
+    # for choosing calibration.abstain's threshold and for the decision metrics
+    out_of_scope_label: Optional[str] = None
 
 
 class SoftLabelsConfig(_Section):
@@ -195,6 +198,21 @@ class ConformalConfig(_Section):
     raps_k_reg: int = Field(1, ge=0)  # raps only: ranks up to this one are not penalised
 
 
+class CostsConfig(_Section):
+    """What a wrong answer and an abstention cost, for choosing the confidence threshold (kerasls.decisions)."""
+
+    wrong_answer: float = Field(1.0, gt=0.0)  # an in-scope row answered wrongly, or an out-of-scope row answered
+    abstention: float = Field(1.0, ge=0.0)  # an in-scope row handed over instead of answered
+
+
+class AbstainConfig(_Section):
+    """When the export abstains instead of naming a class (kerasls.decisions says how each rule chooses)."""
+
+    rule: Literal["confidence", "conformal"] = "confidence"
+    label: str = Field("out_of_scope", min_length=1)  # the export's `decision` for an abstained row
+    costs: Optional[CostsConfig] = None  # confidence rule: minimise these costs instead of the default choice
+
+
 class CalibrationConfig(_Section):
     temperature_scaling: bool = True
     # what T minimises on the validation rows: auto = the soft cross-entropy to their distributions when they carry
@@ -203,6 +221,17 @@ class CalibrationConfig(_Section):
     bins: int = Field(15, ge=1)
     target_accuracy: float = Field(0.95, gt=0.0, le=1.0)
     conformal: Optional[ConformalConfig] = ConformalConfig()  # prediction sets; null turns them off
+    abstain: Optional[AbstainConfig] = None  # decisions: answer a class or abstain; null: always a class
+
+    @model_validator(mode="after")
+    def _conformal_rule_has_lac_sets(self):
+        if self.abstain is not None and self.abstain.rule == "conformal" and (
+                self.conformal is None or self.conformal.score != "lac"):
+            score = "null" if self.conformal is None else self.conformal.score
+            raise ValueError("calibration.abstain.rule: conformal abstains when a row's LAC prediction set is empty, "
+                             f"but calibration.conformal is {score}: set calibration.conformal.score: lac (aps and "
+                             "raps sets are never empty), or calibration.abstain.rule: confidence")
+        return self
 
 
 class ExportConfig(_Section):
@@ -211,6 +240,15 @@ class ExportConfig(_Section):
 
 class _RunSection(_Section):
     """What both templates' configs check across sections."""
+
+    @model_validator(mode="after")
+    def _out_of_scope_rows_have_labels(self):
+        soft = self.targets.soft_labels
+        if self.data.out_of_scope_label is not None and soft is not None and soft.source != "teacher":
+            raise ValueError(f"data.out_of_scope_label marks rows by their label, and targets.soft_labels."
+                             f"{soft.source} gives rows distributions over the classes instead: use hard labels "
+                             "(targets.soft_labels: null) or a teacher, or data.out_of_scope_label: null")
+        return self
 
     @model_validator(mode="after")
     def _fit_on_has_distributions(self):
@@ -260,6 +298,7 @@ class ImageDataConfig(_Section):
     skip_corrupt: bool = False  # drop unreadable images (with a count) instead of stopping
     path_column: str = "path"
     label_column: str = "label"
+    out_of_scope_label: Optional[str] = None  # a class folder or manifest label that is never a class (see tables)
 
     @field_validator("image_size")
     @classmethod

@@ -8,7 +8,10 @@ Signature `serving_default` (the contract users and TF Serving rely on; README "
     inputs:  the raw columns by name (rank-1 float32 or string) or `image_bytes`
     outputs: probabilities [N, K] float32 (softmax(logits / T)), class_id int64, class_name string,
              confidence float32, and logits [N, K] float32 (before temperature, for recalibration); with
-             prediction sets (calibration.conformal), prediction_set [N, K] bool and set_size [N] int32
+             prediction sets (calibration.conformal), prediction_set [N, K] bool and set_size [N] int32; for a
+             table with text columns, unreadable [N] bool (no known word or n-gram in any of them); with a
+             decision rule (calibration.abstain), decision string (the class name, or the rule's label) and
+             abstained [N] bool
 The export needs only TensorFlow to load: `tf.saved_model.load(path).signatures["serving_default"]`; one with a text
 encoder also TensorFlow Text's ops (`import tensorflow_text` first; "requires" in `assets/kerasls.json`).
 """
@@ -53,7 +56,8 @@ METADATA_FILE = "kerasls.json"
 class Serving:
     """What an export serves, as graph functions traced once, and the one the run evaluates with.
 
-    `logits_fn(inputs) -> logits` is `serving_default` before temperature; `extra_signatures` maps a name to
+    `logits_fn(inputs) -> logits` is `serving_default` before temperature (or a dict {"logits", "unreadable"}
+    when the inputs can be unreadable, see `model_outputs`); `extra_signatures` maps a name to
     (logits function, input signature) for more endpoints with the same outputs; `evaluate` (default
     `logits_fn`) is the traced function the run's validation and test batches go through. Evaluating through
     the served graph instead of calling the model eagerly matters under mixed precision: op by op, bfloat16 or
@@ -79,10 +83,22 @@ def traced(function, input_spec):
     return tf.function(function, input_signature=[input_spec], autograph=False)  # Keras layers need no autograph
 
 
+def model_outputs(result) -> dict:
+    """A serving function's result as {"logits"[, "unreadable"]}: a tensor is the logits."""
+    return result if isinstance(result, dict) else {"logits": result}
+
+
 def tabular_serving(model, preprocessor) -> Serving:
-    """`serving_default` of a table model: raw columns by name -> preprocessing layer -> model -> logits."""
+    """`serving_default` of a table model: raw columns by name -> preprocessing layer -> model -> logits, and for a
+    table with text columns the rows none of whose text the preprocessing knows (`unreadable`)."""
     signature = preprocessor.input_signature()
-    logits = traced(lambda inputs: model(preprocessor(inputs), training=False), signature)
+
+    def outputs(inputs):
+        named, unreadable = preprocessor.call_with_flags(inputs)
+        logits = model(named, training=False)
+        return {"logits": logits, "unreadable": unreadable} if preprocessor.text else logits
+
+    logits = traced(outputs, signature)
     return Serving(logits_fn=logits, input_signature=signature,
                    requires=("tensorflow_text",) if preprocessor.encoders else ())
 
@@ -110,8 +126,9 @@ def calibrated_probabilities(logits, temperature):
     return tf.nn.softmax(scaled, axis=-1)
 
 
-def classifier_outputs(logits, temperature, class_names, set_predictor=None):
-    """The serving outputs from logits: the one place temperature, class names and prediction sets are applied."""
+def classifier_outputs(logits, temperature, class_names, set_predictor=None, decision_rule=None, unreadable=None):
+    """The serving outputs from logits: the one place temperature, class names, prediction sets and decisions are
+    applied. `unreadable` (bool [N], or None) is an output as given, and makes a row abstain."""
     logits = tf.cast(logits, tf.float32)
     probabilities = calibrated_probabilities(logits, temperature)
     class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -124,7 +141,25 @@ def classifier_outputs(logits, temperature, class_names, set_predictor=None):
     }
     if set_predictor is not None:
         outputs.update(set_outputs(probabilities, set_predictor, num_classes=class_names.shape[0]))
+    if unreadable is not None:
+        outputs["unreadable"] = unreadable
+    if decision_rule is not None:
+        outputs.update(decision_outputs(outputs, decision_rule, unreadable))
     return outputs
+
+
+def decision_outputs(outputs, rule, unreadable=None):
+    """`abstained` bool [N] and `decision` string [N] (the class name, or the rule's label) of `rule`
+    (kerasls.decisions.DecisionRule): confidence below the threshold, or an empty LAC set (computed as
+    `set_outputs` computes it, so `abstained` equals `set_size == 0`); an unreadable row always abstains."""
+    threshold = tf.constant(rule.threshold, tf.float32)
+    if rule.rule == "conformal":
+        abstained = tf.logical_not(tf.reduce_any(1.0 - outputs["probabilities"] <= threshold, axis=-1))
+    else:
+        abstained = outputs["confidence"] < threshold
+    if unreadable is not None:
+        abstained |= unreadable
+    return {"abstained": abstained, "decision": tf.where(abstained, tf.constant(rule.label), outputs["class_name"])}
 
 
 def set_outputs(probabilities, set_predictor, num_classes):
@@ -145,10 +180,11 @@ def set_outputs(probabilities, set_predictor, num_classes):
 
 
 def export_classifier(export_root, serving: Serving, *, tracked, classes, temperature=1.0, set_predictor=None,
-                      metadata=None) -> Path:
+                      metadata=None, decision_rule=None) -> Path:
     """Write a new version folder serving `serving` (its `input_signature` is a dict of `tf.TensorSpec`, one per
     raw input); `tracked`: the layers and models its functions use; `set_predictor` (a conformal.SetPredictor):
-    add its prediction sets to the outputs and its thresholds to `assets/kerasls.json`."""
+    add its prediction sets to the outputs and its thresholds to `assets/kerasls.json`; `decision_rule`
+    (kerasls.decisions.DecisionRule): add `decision` and `abstained`, and the rule to `assets/kerasls.json`."""
     import keras  # only the writer needs keras; the written export does not
 
     export_root = Path(export_root)
@@ -157,7 +193,11 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
     temperature_tensor = tf.constant(float(temperature), tf.float32)
 
     def endpoint(function):
-        return lambda inputs: classifier_outputs(function(inputs), temperature_tensor, class_names, set_predictor)
+        def outputs(inputs):
+            result = model_outputs(function(inputs))
+            return classifier_outputs(result["logits"], temperature_tensor, class_names, set_predictor,
+                                      decision_rule, result.get("unreadable"))
+        return outputs
 
     archive = keras.export.ExportArchive()
     for resource in tracked:
@@ -180,6 +220,8 @@ def export_classifier(export_root, serving: Serving, *, tracked, classes, temper
             description["requires"] = list(serving.requires)
         if set_predictor is not None:
             description["conformal"] = set_predictor.to_json()
+        if decision_rule is not None:
+            description["decision"] = decision_rule.to_json()
         (temp_dir / "assets" / METADATA_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         fault_point("export")  # written but not yet renamed: no numbered version may appear
         while True:

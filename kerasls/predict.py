@@ -60,7 +60,13 @@ def predict_frame(function, input_specs, classes, frame: pd.DataFrame, batch_siz
 
 def add_set_columns(result: pd.DataFrame, outputs: list, classes) -> pd.DataFrame:
     """`prediction_set` (the set's class names joined by `|`, in class order; empty for an empty set) and `set_size`
-    when the export serves prediction sets."""
+    when the export serves prediction sets; `unreadable`, `decision` and `abstained` when it serves them."""
+    place = result.columns.get_loc("confidence") + 1  # after predicted_class and confidence
+    for name in ("decision", "abstained", "unreadable"):
+        if outputs and name in outputs[0]:
+            values = np.concatenate([o[name] for o in outputs])
+            result.insert(place, name, [v.decode("utf-8") for v in values] if values.dtype == object else values)
+            place += 1
     if not outputs or "prediction_set" not in outputs[0]:
         return result
     sets = np.concatenate([o["prediction_set"] for o in outputs])

@@ -178,6 +178,24 @@ class TabularPreprocessor(keras.layers.Layer):
         encoded.update({input_name(name): encoder(inputs[name]) for name, encoder in self.encoders.items()})
         return self.named(encoded)
 
+    def call_with_flags(self, inputs):
+        """(`call`'s named inputs, `unreadable` bool [N]): a row is unreadable when none of its text columns holds a
+        known word or n-gram (no TF-IDF entry; an encoder's tokens all special or unknown). All False without text
+        columns. The flags come from the same entries and tokens as the named inputs: no second pass."""
+        rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
+        known = tf.zeros([rows], tf.bool) if self.text else tf.ones([rows], tf.bool)
+        encoded = {}
+        if self.dense_width:
+            position, weight, text_rows = self.entries(inputs, with_text_rows=True)
+            encoded["dense"] = self._scatter(position, weight, rows)
+            if self.vectorizers:
+                hits = tf.math.unsorted_segment_sum(tf.ones_like(text_rows, tf.float32), text_rows, rows)
+                known |= hits > 0
+        for name, encoder in self.encoders.items():
+            encoded[input_name(name)] = encoder(inputs[name])
+            known |= encoder.known_words(encoded[input_name(name)])
+        return self.named(encoded), tf.logical_not(known)
+
     def named(self, encoded: dict) -> dict:
         """{"dense": [N, dense_width] (or "entries": `SparseRows.tensors()` of a batch), "text_<encoder column>":
         tokens} -> the model's inputs by name: the dense matrix (made from the entries) sliced into its blocks, the
@@ -213,9 +231,10 @@ class TabularPreprocessor(keras.layers.Layer):
         position, weight = self.entries(inputs)
         return self._scatter(position, weight, tf.size(inputs[self.columns[0]], out_type=tf.int64))
 
-    def entries(self, inputs):
+    def entries(self, inputs, with_text_rows=False):
         """(position, weight), both [E]: every entry of `dense`'s output that may be nonzero, each once, at
-        position row * dense_width + column. `encode_dense` writes them into its matrix itself."""
+        position row * dense_width + column. `encode_dense` writes them into its matrix itself. `with_text_rows`:
+        also the row of every TF-IDF entry (for `call_with_flags`)."""
         if not self._adapted:
             raise RuntimeError("TabularPreprocessor.adapt() must run before the layer is called")
         rows = tf.size(inputs[self.columns[0]], out_type=tf.int64)
@@ -238,11 +257,14 @@ class TabularPreprocessor(keras.layers.Layer):
             index = tf.cast(self.lookups[name](inputs[name]), tf.int64)  # 0: out of vocabulary
             parts.append((row_start + (index + offset), ones))
             offset += self.category_sizes[name]
+        text_rows = [tf.zeros([0], tf.int64)]
         for name in self.vectorizers:
             row, column, weight = self.vectorizers[name].entries(inputs[name])
             parts.append((row * width + (column + offset), weight))
+            text_rows.append(row)
             offset += self.vectorizers[name].output_dim
-        return tuple(tf.concat(values, axis=0) for values in zip(*parts))
+        position, weight = (tf.concat(values, axis=0) for values in zip(*parts))
+        return (position, weight, tf.concat(text_rows, axis=0)) if with_text_rows else (position, weight)
 
     def encode(self, columns: dict) -> dict:
         """Numpy columns -> the table as held in memory: "entries", the dense matrix's nonzero entries

@@ -6,19 +6,16 @@ URI and carries inline CSS only: no scripts, no external links, so it can be mai
 Every file is written atomically (kerasls.fileio).
 """
 
-import base64
 import html
-import io
-import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kerasls import calibration, conformal
-from kerasls.fileio import atomic_write_bytes, atomic_write_text
+from kerasls import calibration, conformal, decision_report
+from kerasls.fileio import atomic_write_text
+from kerasls.report_parts import format_value, image, percent, save
 
 ANNOTATE_CONFUSION_UP_TO = 20  # classes; above this the count annotations are dropped
 _LOSS_COLUMNS = ("loss", "val_loss", "nll", "val_nll", "soft_ce", "val_soft_ce")
@@ -28,18 +25,6 @@ _CURVE_COLOURS = {"loss": "#4c72b0", "nll": "#dd8452", "soft_ce": "#dd8452", "ac
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _png_bytes(figure):
-    """Render a Figure through its own Agg canvas and return the PNG bytes."""
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def _save(figure, path):
-    return atomic_write_bytes(path, _png_bytes(figure))
-
-
 def _plain_text(name, limit=24):
     """A class name safe for matplotlib text: `$` would start mathtext; long names are shortened."""
     name = str(name)
@@ -119,7 +104,7 @@ def plot_reliability(probs_before, probs_after, labels, bins, path):
         diagram = figure.add_subplot(grid[0, column])
         histogram = figure.add_subplot(grid[1, column], sharex=diagram)
         _reliability_panel(diagram, histogram, np.asarray(probs, dtype=float), labels, bins, title)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def plot_history(history, path, best_epoch=None):
@@ -150,7 +135,7 @@ def plot_history(history, path, best_epoch=None):
         axes.set(title=title, xlabel="epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def confusion_matrix(labels, predicted, num_classes):
@@ -191,7 +176,7 @@ def plot_confusion(labels, predicted, classes, path):
             for j in range(num_classes):
                 axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font_size,
                           color="white" if shares[i, j] > 0.5 else ("#999999" if counts[i, j] == 0 else "black"))
-    return _save(figure, path)
+    return save(figure, path)
 
 
 # ---------------------------------------------------------------------------------------------------- HTML
@@ -210,28 +195,10 @@ code { background: #f3f3f3; padding: 0 0.25em; }
 """
 
 
-def _format(value, digits=4):
-    """A metric as text: floats with `digits` decimals, None or a missing value as an em dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, (float, np.floating)):
-        return "nan" if math.isnan(value) else f"{float(value):.{digits}f}"
-    return html.escape(str(value))
-
-
-def _percent(value):
-    return "—" if value is None else f"{100.0 * float(value):.1f}%"
-
-
 def _threshold_text(threshold):
     """0.9 -> "0.90"; thresholds finer than the grid keep four decimals."""
     threshold = float(threshold)
     return f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:.4f}"
-
-
-def _image(png, alt):
-    encoded = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
 def _metrics_section(metrics):
@@ -241,13 +208,17 @@ def _metrics_section(metrics):
             ("classwise ECE", "classwise_ece", None),
             ("soft cross-entropy H(q, p)", "soft_ce", "soft_ce_calibrated"),
             ("soft KL(q ‖ p)", "soft_kl", "soft_kl_calibrated")]
-    body = "".join(f"<tr><td>{name}</td><td>{_format(metrics.get(before))}</td>"
-                   f"<td>{_format(metrics.get(after)) if after else '—'}</td></tr>"
+    body = "".join(f"<tr><td>{name}</td><td>{format_value(metrics.get(before))}</td>"
+                   f"<td>{format_value(metrics.get(after)) if after else '—'}</td></tr>"
                    for name, before, after in rows if before in metrics)
     temperature = metrics.get("temperature")
-    details = [("temperature T", _format(temperature)), ("label smoothing ε", _format(metrics.get("label_smoothing"))),
-               ("split", _format(metrics.get("split"))), ("n", _format(metrics.get("n"))),
-               ("calibration bins", _format(metrics.get("bins"))), ("export", _format(metrics.get("export_path")))]
+    details = [("temperature T", format_value(temperature)),
+               ("label smoothing ε", format_value(metrics.get("label_smoothing"))),
+               ("split", format_value(metrics.get("split"))), ("n", format_value(metrics.get("n"))),
+               ("calibration bins", format_value(metrics.get("bins"))),
+               ("export", format_value(metrics.get("export_path")))]
+    if metrics.get("out_of_scope_rows"):
+        details.append(("out-of-scope rows (in no metric but Decisions)", format_value(metrics["out_of_scope_rows"])))
     observed = ("the argmax of each row's distribution (the table has no label column"
                 + (f"; {metrics['argmax_ties']} tied rows went to the lowest class index)" if "argmax_ties" in metrics
                    else ")")
@@ -282,18 +253,18 @@ def _metrics_section(metrics):
 def _thresholds_section(thresholds):
     if not thresholds:
         return ""
-    body = "".join(f"<tr><td>{_threshold_text(row['threshold'])}</td><td>{_percent(row['coverage'])}</td>"
-                   f"<td>{_percent(row['accuracy'])}</td><td>{row['n']}</td></tr>" for row in thresholds["rows"])
+    body = "".join(f"<tr><td>{_threshold_text(row['threshold'])}</td><td>{percent(row['coverage'])}</td>"
+                   f"<td>{percent(row['accuracy'])}</td><td>{row['n']}</td></tr>" for row in thresholds["rows"])
     target = thresholds.get("target_accuracy")
     smallest = thresholds.get("smallest_threshold_for_target")
     if target is None:
         sentence = ""
     elif smallest is None:
-        sentence = (f"No confidence threshold reaches {_percent(target)} accuracy on these rows: "
+        sentence = (f"No confidence threshold reaches {percent(target)} accuracy on these rows: "
                     "every threshold leaves accuracy below the target.")
     else:
-        sentence = (f"The smallest confidence threshold reaching {_percent(target)} accuracy is {smallest:.4f}, "
-                    f"automating {_percent(thresholds.get('coverage_at_target'))} of rows.")
+        sentence = (f"The smallest confidence threshold reaching {percent(target)} accuracy is {smallest:.4f}, "
+                    f"automating {percent(thresholds.get('coverage_at_target'))} of rows.")
     return ("<h2>Automation rate</h2>"
             '<p class="note">Rows whose calibrated top-label confidence is at least the threshold are handled '
             "automatically; coverage is their share of all rows, accuracy is measured on them.</p>"
@@ -316,10 +287,10 @@ def _sets_section(sets):
     alpha = sets["alpha"]
     body = "".join(
         f"<tr><td>{'<strong>' if row['alpha'] == alpha else ''}{row['alpha']:g}"
-        f"{' (served)</strong>' if row['alpha'] == alpha else ''}</td><td>{_percent(1 - row['alpha'])}</td>"
-        f"<td>{_format(row['threshold'])}</td><td>{_percent(row['set_coverage'])}</td>"
-        f"<td>{_format(row['mean_set_size'], 2)}</td><td>{_percent(row['singleton_share'])}</td>"
-        f"<td>{_percent(row['singleton_accuracy'])}</td><td>{_percent(row['empty_share'])}</td></tr>"
+        f"{' (served)</strong>' if row['alpha'] == alpha else ''}</td><td>{percent(1 - row['alpha'])}</td>"
+        f"<td>{format_value(row['threshold'])}</td><td>{percent(row['set_coverage'])}</td>"
+        f"<td>{format_value(row['mean_set_size'], 2)}</td><td>{percent(row['singleton_share'])}</td>"
+        f"<td>{percent(row['singleton_accuracy'])}</td><td>{percent(row['empty_share'])}</td></tr>"
         for row in sets["table"])
     parts = ["<h2>Prediction sets</h2>",
              f'<p class="note">Split conformal prediction with the <code>{sets["score"]}</code> score: a row\'s set '
@@ -331,11 +302,11 @@ def _sets_section(sets):
              "<table><thead><tr><th>α</th><th>target 1 − α</th><th>threshold q̂</th><th>coverage</th>"
              "<th>mean set size</th><th>single class</th><th>its accuracy</th><th>empty</th></tr></thead>"
              f"<tbody>{body}</tbody></table>",
-             f"<p>At α = {alpha:g}, {_percent(sets['set_coverage'])} of the {sets['n']} rows have their class in the "
-             "set; " + (f"{_percent(sets['singleton_share'])} get a single class, correct on "
-                        f"{_percent(sets['singleton_accuracy'])} of them: rows to handle automatically, as in the "
+             f"<p>At α = {alpha:g}, {percent(sets['set_coverage'])} of the {sets['n']} rows have their class in the "
+             "set; " + (f"{percent(sets['singleton_share'])} get a single class, correct on "
+                        f"{percent(sets['singleton_accuracy'])} of them: rows to handle automatically, as in the "
                         "automation table above" if sets["singleton_share"] else "no row gets a single class")
-             + (f"; {_percent(sets['empty_share'])} get an empty set (no class likely enough)"
+             + (f"; {percent(sets['empty_share'])} get an empty set (no class likely enough)"
                 if sets["empty_share"] else "") + ".</p>"]
     shortfall = conformal.coverage_shortfall(sets)
     if shortfall:
@@ -345,19 +316,19 @@ def _sets_section(sets):
                      "coverage holds by construction; set data.test to measure it on other rows.</p>")
     below = [(name, sets["classes"][name]) for name in sets["classes_below"]]
     if below:
-        listed = ", ".join(f"<code>{html.escape(name)}</code> {_percent(row['set_coverage'])} of {row['rows']}"
+        listed = ", ".join(f"<code>{html.escape(name)}</code> {percent(row['set_coverage'])} of {row['rows']}"
                            for name, row in below)
-        parts.append(f"<p>Classes below 1 − α = {_percent(1 - alpha)}: {listed}. The guarantee is on average over "
+        parts.append(f"<p>Classes below 1 − α = {percent(1 - alpha)}: {listed}. The guarantee is on average over "
                      "rows, not for each class; with few rows a class's coverage also varies by chance (about "
-                     f"±{_percent(conformal.coverage_standard_error(alpha, min(r['rows'] for _, r in below)))} "
+                     f"±{percent(conformal.coverage_standard_error(alpha, min(r['rows'] for _, r in below)))} "
                      "at the smallest of these).</p>")
     else:
-        parts.append(f"<p>Every class reaches 1 − α = {_percent(1 - alpha)}.</p>")
+        parts.append(f"<p>Every class reaches 1 − α = {percent(1 - alpha)}.</p>")
     others = sets.get("other_scores") or {}
     if others:
         head = "".join(f"<th>α = {row['alpha']:g}</th>" for row in sets["table"])
         rows = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(
-            f"<td>{_percent(row['set_coverage'])} / {_format(row['mean_set_size'], 2)}</td>" for row in table)
+            f"<td>{percent(row['set_coverage'])} / {format_value(row['mean_set_size'], 2)}</td>" for row in table)
             + "</tr>" for name, table in [(sets["score"], sets["table"]), *others.items()])
         parts.append('<p class="note">Coverage / mean set size of each score on the same rows (the first is the '
                      f"one served):</p><table><thead><tr><th>score</th>{head}</tr></thead><tbody>{rows}</tbody>"
@@ -392,7 +363,7 @@ def write_report(run_dir, metrics, history, probs_before, probs_after, labels, c
         images["history"] = plot_history(history, plots / "history.png", _kept_epoch(history, metrics))
 
     def embedded(name, alt):
-        return _image(images[name].read_bytes(), alt) if name in images else ""
+        return image(images[name].read_bytes(), alt) if name in images else ""
 
     class_list = ", ".join(f"<code>{html.escape(str(name))}</code>" for name in classes)
     sections = [
@@ -405,6 +376,7 @@ def write_report(run_dir, metrics, history, probs_before, probs_after, labels, c
         "<h2>Confusion matrix</h2>" + embedded("confusion", "confusion matrix"),
         _thresholds_section(metrics.get("thresholds")),
         _sets_section(metrics.get("conformal")),
+        decision_report.decision_section(metrics.get("decision"), plots),
     ]
     document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 f"<title>{html.escape(str(title))}</title><style>{_CSS}</style></head>\n<body>\n"

@@ -36,6 +36,18 @@ def one_hot(indices, num_classes) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[indices]
 
 
+def hard_targets(indices, num_classes) -> np.ndarray:
+    """Class indices [N] -> targets float32 [N, K]: one-hot rows, and the uniform distribution 1/K for an index of
+    -1 (a row labelled `data.out_of_scope_label`): outlier exposure (Hendrycks et al. 2019, "Deep anomaly detection
+    with outlier exposure") trains the model toward the uniform distribution on rows that belong to no class,
+    through the same pipeline and loss. Label smoothing leaves a uniform row uniform."""
+    indices = np.asarray(indices)
+    out = indices == -1
+    targets = one_hot(np.where(out, 0, indices), num_classes)
+    targets[out] = 1.0 / num_classes
+    return targets
+
+
 def smooth(targets, epsilon) -> np.ndarray:
     """Uniform label smoothing: y(1 − ε) + ε/K, exactly what the Keras loss applies."""
     _check_epsilon(epsilon)
@@ -45,8 +57,9 @@ def smooth(targets, epsilon) -> np.ndarray:
 
 
 def class_prior(indices, num_classes) -> np.ndarray:
-    """Training class frequencies π, the prior for `class_prior_smooth`."""
-    counts = np.bincount(np.asarray(indices), minlength=num_classes).astype(np.float64)
+    """Training class frequencies π, the prior for `class_prior_smooth` (out-of-scope rows, -1, not counted)."""
+    indices = np.asarray(indices)
+    counts = np.bincount(indices[indices >= 0], minlength=num_classes).astype(np.float64)
     return (counts / counts.sum()).astype(np.float32)
 
 
@@ -104,6 +117,18 @@ class SplitTargets:
     observed: np.ndarray
     soft: bool
     observed_class: str = "label"
+
+    @property
+    def out_of_scope(self) -> np.ndarray:
+        """bool [N]: rows labelled `data.out_of_scope_label` (observed class -1), which belong to no class."""
+        return np.asarray(self.observed) < 0
+
+    def in_scope(self) -> "SplitTargets":
+        """These targets without the out-of-scope rows (what accuracy, calibration and T are computed on)."""
+        keep = ~self.out_of_scope
+        if keep.all():
+            return self
+        return SplitTargets(self.distributions[keep], np.asarray(self.observed)[keep], self.soft, self.observed_class)
 
     def soft_or_none(self):
         """The distributions when the rows carry them, else None (for soft metrics and the soft temperature)."""

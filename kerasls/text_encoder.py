@@ -75,6 +75,7 @@ class TextEncoder(keras.layers.Layer):
         probe = self.packer(tf.constant(["a"]))
         self.input_keys = sorted(probe)
         self.input_dtypes = {key: probe[key].dtype for key in self.input_keys}
+        self.no_word_ids = sorted(no_word_token_ids(self.packer.tokenizer))
 
     @property
     def sequence_length(self) -> int:
@@ -112,10 +113,35 @@ class TextEncoder(keras.layers.Layer):
             return packed["padding_mask"]
         return packed["token_ids"] != getattr(self.packer.tokenizer, "pad_token_id", 0)
 
+    def known_words(self, packed: dict):
+        """bool [N]: the row holds a token that is a word piece of the vocabulary, not padding, a special token
+        ([CLS], [SEP], ...) or the unknown token (emoji and scripts outside the vocabulary become [UNK])."""
+        ids = packed["token_ids"]
+        word = tf.cast(self.real_tokens(packed), tf.bool)
+        for token_id in self.no_word_ids:
+            word &= ids != tf.cast(token_id, ids.dtype)
+        return tf.reduce_any(word, axis=-1)
+
     def keras_inputs(self, name: str) -> dict:
         """One `keras.Input` per packed key, named `<name>_<key>` ([N, L] integers or booleans)."""
         return {key: keras.Input(shape=(self.sequence_length,), dtype=self.input_dtypes[key].name,
                                  name=f"{name}_{key}") for key in self.input_keys}
+
+
+def no_word_token_ids(tokenizer) -> set:
+    """The ids of a KerasHub tokenizer's special tokens and of its unknown token (by its attribute, or the usual
+    spellings when the vocabulary has them)."""
+    ids = {int(i) for i in tokenizer.special_token_ids if i is not None}
+    for token in (getattr(tokenizer, "oov_token", None), getattr(tokenizer, "unk_piece", None), "[UNK]", "<unk>"):
+        if token is None:
+            continue
+        try:
+            token_id = tokenizer.token_to_id(token)
+        except (KeyError, ValueError, AttributeError, IndexError):
+            continue
+        if token_id is not None and tokenizer.id_to_token(int(token_id)) == token:
+            ids.add(int(token_id))
+    return ids
 
 
 class EncoderBackbone:

@@ -60,7 +60,7 @@ def folders(tmp_path):
 def config(train, probability_columns=None, vote_columns=None, vote_smoothing=0.0, **changes):
     """(data section, soft_labels section or None), as `load_image_sets(*config(...), seed=...)` takes them."""
     values = dict(train=str(train), val=None, test=None, val_fraction=0.2, path_column="path",
-                  label_column="label", skip_corrupt=False)
+                  label_column="label", skip_corrupt=False, out_of_scope_label=None)
     values.update(changes)
     soft = None
     if probability_columns or vote_columns:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from kerasls import targets as soft_targets
 from kerasls.data.epochs import epoch_permutation, epoch_shuffled_dataset, epoch_variable, parallel_calls
-from kerasls.data.labels import label_strings
+from kerasls.data.labels import OUT_OF_SCOPE, label_strings
 from kerasls.data.soft_labels import observed_from, soft_column_classes, table_targets
 from kerasls.data.tabular import read_table, stratified_split
 from kerasls.errors import KeraslsError
@@ -91,11 +91,14 @@ def scan_class_folders(root) -> tuple[list[str], list[str]]:
     return paths, names
 
 
-def class_folder_labels(root, classes, kind="training class", fix="add it to the training data"):
-    """(image paths, class indices into `classes`) of a class-folder tree; a folder that names no class of
-    `classes` is one error naming the folder ("class 'x' is not a <kind> [...]; remove the folder or <fix>")."""
+def class_folder_labels(root, classes, kind="training class", fix="add it to the training data", out_of_scope=None):
+    """(image paths, class indices into `classes`) of a class-folder tree, -1 for the folder `out_of_scope`; a
+    folder that names no class of `classes` is one error naming the folder ("class 'x' is not a <kind> [...];
+    remove the folder or <fix>")."""
     paths, names = scan_class_folders(root)
     index = {name: i for i, name in enumerate(classes)}
+    if out_of_scope is not None:
+        index[out_of_scope] = OUT_OF_SCOPE
     unseen = sorted(set(names) - set(index))
     if unseen:
         raise KeraslsError(f"{Path(root) / unseen[0]}: class {unseen[0]!r} is not a {kind} {list(classes)}; remove "
@@ -171,9 +174,10 @@ def _load_set(value, role, config, soft, classes) -> tuple[ImageSet, list[str]]:
         if kind and classes is None:
             raise KeraslsError(f"{value}: targets.soft_labels needs a .csv manifest as data.train, not a folder")
         if classes is None:
-            classes = sorted(set(scan_class_folders(value)[1]))
-        paths, labels = class_folder_labels(value, classes, "training class", "add it to the training data")
-        return ImageSet(paths, labels, soft_targets.one_hot(labels, len(classes)), False, str(value)), classes
+            classes = sorted(set(scan_class_folders(value)[1]) - {config.out_of_scope_label})
+        paths, labels = class_folder_labels(value, classes, "training class", "add it to the training data",
+                                            config.out_of_scope_label)
+        return ImageSet(paths, labels, soft_targets.hard_targets(labels, len(classes)), False, str(value)), classes
 
     frame = read_table(value, role, literal=[config.path_column, config.label_column])
     header = set(frame.columns)
@@ -184,12 +188,13 @@ def _load_set(value, role, config, soft, classes) -> tuple[ImageSet, list[str]]:
     frame = _resolve_manifest(frame, value, config.path_column, label_column)
     if classes is None:
         classes = (sorted(soft_column_classes(columns, kind, value)) if kind
-                   else sorted(set(label_strings(frame[config.label_column].dropna()))))
+                   else sorted(set(label_strings(frame[config.label_column].dropna())) - {config.out_of_scope_label}))
     targets, labels, soft = table_targets(
         frame, classes, config.label_column,
         probability_columns=columns if kind == "probability" else None,
         vote_columns=columns if kind == "vote" else None,
-        vote_smoothing=soft.vote_smoothing if soft is not None else 0.0, source=str(value))
+        vote_smoothing=soft.vote_smoothing if soft is not None else 0.0, source=str(value),
+        out_of_scope=config.out_of_scope_label)
     return ImageSet(list(frame[config.path_column]), labels, targets, soft, str(value),
                     observed_from(frame, config.label_column)), classes
 
@@ -225,7 +230,7 @@ def load_image_sets(data_config, soft=None, seed=0):
     else:
         # stratified by the argmax of the distributions for soft targets (as tables are), else by the label
         strata = train.targets.argmax(axis=1) if train.soft else train.labels
-        names = pd.DataFrame({"class": np.asarray(classes, dtype=object)[strata]})
+        names = pd.DataFrame({"class": np.asarray([*classes, "(out of scope)"], dtype=object)[strata]})  # -1: last
         train_rows, val_rows = stratified_split(names, "class", data_config.val_fraction, seed)
         train, val = train.subset(train_rows.index), train.subset(val_rows.index)
         if not len(val):

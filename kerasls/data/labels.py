@@ -26,20 +26,29 @@ def label_strings(column: pd.Series) -> np.ndarray:
     return np.array([as_text(value) for value in column], dtype=object)
 
 
-def class_indices(names, classes, lines, source: str, not_a_class: str) -> np.ndarray:
-    """Class names -> int64 indices into `classes`, vectorised; the first name that is not a class raises
-    "<source>: line <its line>: label <name> <not_a_class>". `lines[i]` is the file line of `names[i]`."""
-    codes = pd.Categorical(np.asarray(names, dtype=object), categories=list(classes)).codes.astype(np.int64)
-    unknown = np.flatnonzero(codes < 0)
+OUT_OF_SCOPE = -1  # the index of a row labelled `data.out_of_scope_label` (kerasls.decisions.OUT_OF_SCOPE)
+
+
+def class_indices(names, classes, lines, source: str, not_a_class: str, out_of_scope=None) -> np.ndarray:
+    """Class names -> int64 indices into `classes`, vectorised, and `OUT_OF_SCOPE` for the name `out_of_scope`;
+    the first other name that is not a class raises "<source>: line <its line>: label <name> <not_a_class>".
+    `lines[i]` is the file line of `names[i]`."""
+    names = np.asarray(names, dtype=object)
+    codes = pd.Categorical(names, categories=list(classes)).codes.astype(np.int64)
+    if out_of_scope is not None:
+        codes[names == out_of_scope] = OUT_OF_SCOPE - 1  # kept apart from the unknown names' -1 until the check
+    unknown = np.flatnonzero(codes == -1)
     if unknown.size:
         first = unknown[0]
         raise KeraslsError(f"{source}: line {lines[first]}: label {names[first]!r} {not_a_class}")
+    codes[codes == OUT_OF_SCOPE - 1] = OUT_OF_SCOPE
     return codes
 
 
-def label_indices(frame: pd.DataFrame, label: str, classes, source=None) -> np.ndarray:
-    """The class index of every row's `label` column. The frame's index is the row number in its file (chunks,
-    splits): +1 for the header, +1 for 1-based lines, so errors name the file line."""
+def label_indices(frame: pd.DataFrame, label: str, classes, source=None, out_of_scope=None) -> np.ndarray:
+    """The class index of every row's `label` column (`OUT_OF_SCOPE` for the label `out_of_scope`). The frame's
+    index is the row number in its file (chunks, splits): +1 for the header, +1 for 1-based lines, so errors name
+    the file line."""
     source = source or frame.attrs.get("path", "table")
     lines = np.asarray(frame.index) + 2
     if label not in frame.columns:
@@ -50,4 +59,4 @@ def label_indices(frame: pd.DataFrame, label: str, classes, source=None) -> np.n
                            "the row")
     return class_indices(label_strings(frame[label]), classes, lines, source,
                          f"in column {label!r} is not a training class {list(classes)}; remove the row or add "
-                         "examples of that class to the training data")
+                         "examples of that class to the training data", out_of_scope)

@@ -37,7 +37,7 @@ def soft_column_classes(columns, kind, source) -> dict:
 
 
 def table_targets(frame, classes, label_column, probability_columns=None, vote_columns=None,
-                     vote_smoothing=0.0, source="manifest"):
+                     vote_smoothing=0.0, source="manifest", out_of_scope=None):
     """Targets of a manifest's rows over `classes` -> (targets float32 [N, K], labels int64 [N], soft).
 
     Hard labels become one-hot rows. Probability or vote columns are bound to classes by name (`prob_cat` is the
@@ -47,15 +47,16 @@ def table_targets(frame, classes, label_column, probability_columns=None, vote_c
     `labels` is each row's observed class, which accuracy, ECE, NLL and Brier are measured against: the label
     column when the table has it (the class that actually happened, even for rows with distributions), else
     the argmax of the row's distribution (ties go to the lowest class index; `calibration.argmax_ties` counts
-    them). `observed_from(frame, label_column)` says which.
+    them). `observed_from(frame, label_column)` says which. With hard labels, a row labelled `out_of_scope` gets
+    class -1 and the uniform distribution (`targets.hard_targets`).
     """
     if probability_columns and vote_columns:
         raise KeraslsError(f"{source}: set only one of {_KEYS['probability']} and {_KEYS['vote']}")
     lines = [int(index) + 2 for index in frame.index]
     columns = probability_columns or vote_columns
     if not (probability_columns or vote_columns):
-        labels = label_indices(frame, label_column, classes, source)
-        return soft_targets.one_hot(labels, len(classes)), labels, False
+        labels = label_indices(frame, label_column, classes, source, out_of_scope)
+        return soft_targets.hard_targets(labels, len(classes)), labels, False
     kind = "probability" if probability_columns else "vote"
     values, ordered = _soft_values(frame, classes, kind, columns, lines, source)
     totals = values.sum(axis=1)

@@ -207,7 +207,8 @@ class TableStream:
             label = None if self.soft else self.label
         for frame in self._split_frames(split, self._usable_columns(split)):
             tabular.check_columns(frame, self.features, label)
-            yield frame, tabular.frame_targets(frame, self.classes, self.label, self.soft)
+            yield frame, tabular.frame_targets(frame, self.classes, self.label, self.soft,
+                                               self.data.out_of_scope_label)
 
     # -- the pass that checks and adapts ----------------------------------------------------------------------
     def _soft_classes(self):
@@ -233,7 +234,7 @@ class TableStream:
             self.rows["train"] += int((~in_val).sum())
             self.rows["val"] += int(in_val.sum())
         if self.classes is None:
-            self.classes = sorted(names)
+            self.classes = sorted(set(names) - {self.data.out_of_scope_label})
         if len(self.classes) < 2:
             raise KeraslsError(f"{self.data.train}: label column {self.label!r} has one class only "
                                f"({self.classes}); a classifier needs two or more")

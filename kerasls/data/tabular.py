@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from kerasls import targets as soft_targets
 from kerasls.config import DataConfig, FeatureColumns
 from kerasls.data.labels import as_text, label_indices, label_strings
 from kerasls.data.soft_labels import soft_column_classes, table_targets
@@ -285,6 +286,7 @@ class TabularSplits:
     features: FeatureColumns
     label: str
     soft: Optional[object] = None  # the SoftLabelsConfig when targets come from probability or vote columns
+    out_of_scope: Optional[str] = None  # data.out_of_scope_label: rows with it get class -1 and uniform targets
 
     @property
     def eval_split(self) -> str:
@@ -296,7 +298,7 @@ class TabularSplits:
 
     def targets(self, frame: pd.DataFrame):
         """(targets float32 [N, K], observed class indices [N], soft: bool) of one split (see `frame_targets`)."""
-        return frame_targets(frame, self.classes, self.label, self.soft)
+        return frame_targets(frame, self.classes, self.label, self.soft, self.out_of_scope)
 
     def observed_class(self, frame: pd.DataFrame) -> str:
         """Where the observed classes of `frame` come from: "label" (its label column) or "argmax" (of its
@@ -304,20 +306,21 @@ class TabularSplits:
         return "label" if self.label in frame.columns else "argmax"
 
 
-def frame_targets(frame: pd.DataFrame, classes, label, soft=None):
+def frame_targets(frame: pd.DataFrame, classes, label, soft=None, out_of_scope=None):
     """(targets float32 [N, K], observed class indices [N], soft: bool) of a table's rows.
 
     One-hot rows for hard labels; with probability/vote columns (`soft`, a SoftLabelsConfig), the row
     distributions (a val/test table without those columns but with the label column is read with hard labels).
     The observed class is the label column's, or the argmax of the distribution without one (`table_targets`).
+    A row labelled `out_of_scope` (hard labels only) gets class -1 and the uniform distribution.
     """
     source = frame.attrs.get("path", "table")
     columns = soft.columns() if soft else []
     if columns and (set(columns) & set(frame.columns) or label not in frame.columns):
         return table_targets(frame, classes, label, probability_columns=soft.probabilities,
                              vote_columns=soft.votes, vote_smoothing=soft.vote_smoothing, source=source)
-    indices = label_indices(frame, label, classes, source)
-    return np.eye(len(classes), dtype=np.float32)[indices], indices, False
+    indices = label_indices(frame, label, classes, source, out_of_scope)
+    return soft_targets.hard_targets(indices, len(classes)), indices, False
 
 
 def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
@@ -345,8 +348,8 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
         # majority label of the same rows get the same validation rows
         names = [classes[i] for i in train_targets.argmax(axis=1)]
     else:
-        classes = sorted(set(label_strings(train[config.label])))
-        names = None
+        classes = sorted(set(label_strings(train[config.label])) - {config.out_of_scope_label})
+        names = None  # out-of-scope rows are split as a class of their own
     if len(classes) < 2:
         raise KeraslsError(
             f"{config.train}: label column {config.label!r} has one class only ({classes}); a classifier needs two "
@@ -363,7 +366,7 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
         test = read_table(config.test, "test", literal)
         check_columns(test, features, None if soft else config.label)
     splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features,
-                           label=config.label, soft=soft)
+                           label=config.label, soft=soft, out_of_scope=config.out_of_scope_label)
     for frame in (val, test):
         if frame is not None:
             splits.targets(frame)  # raises on a class unseen in training or a bad soft-label row

@@ -96,20 +96,24 @@ def main(argv):
     # the NLL of the validation images' observed classes, or the soft cross-entropy to their distributions when
     # they carry them (calibration.fit_on). Then the prediction sets (calibration.conformal): a threshold on the
     # validation images' calibrated probabilities such that an image's set of classes holds its true class for at
-    # least 1 - alpha of new images (split conformal prediction).
+    # least 1 - alpha of new images (split conformal prediction). With calibration.abstain, the rule that decides
+    # when the export answers "none of these" instead of a class, chosen on the validation images (with images of
+    # data.out_of_scope_label among them, the threshold that best separates them from the classes).
     serving = feed.serving(model)
-    calibrated = results.calibrate(serving, feed, config.calibration)
+    calibrated = results.calibrate(serving, feed, config.calibration, seed=config.seed)
 
     # ## Export
     # A SavedModel whose `serving_default` takes encoded image bytes (decoded and resized in the graph, as in
-    # training) and returns calibrated probabilities, class names and the prediction set; `serving_tensor` takes
-    # float images.
+    # training) and returns calibrated probabilities, class names, the prediction set and the decision (a class,
+    # or calibration.abstain.label); `serving_tensor` takes float images.
     export_path = None
     if config.export.enabled:
         export_path = export_classifier(run_folder.export_root, serving, tracked=feed.tracked(model),
                                         classes=feed.classes, temperature=calibrated.temperature,
                                         set_predictor=calibrated.set_predictor,
-                                        metadata={"label_smoothing": config.targets.label_smoothing})
+                                        decision_rule=calibrated.decision_rule,
+                                        metadata={"label_smoothing": config.targets.label_smoothing,
+                                                  "out_of_scope_label": config.data.out_of_scope_label})
         print(f"export: {export_path}")
 
     # ## Report

@@ -105,20 +105,26 @@ def main(argv):
     # class): it minimises the NLL of the validation rows' observed classes (Guo et al. 2017), or the soft
     # cross-entropy to their distributions when they carry them (calibration.fit_on). Then the prediction sets
     # (calibration.conformal): a threshold on the validation rows' calibrated probabilities such that a row's set
-    # of intents holds its true intent for at least 1 - alpha of new rows (split conformal prediction).
+    # of intents holds its true intent for at least 1 - alpha of new rows (split conformal prediction). With
+    # calibration.abstain, the rule that decides when the export answers "none of these" instead of an intent,
+    # chosen on the validation rows (with rows of data.out_of_scope_label among them, the threshold that best
+    # separates them from the intents).
     serving = feed.serving(model)
-    calibrated = results.calibrate(serving, feed, config.calibration)
+    calibrated = results.calibrate(serving, feed, config.calibration, seed=config.seed)
 
     # ## Export
-    # A SavedModel that takes the raw columns by name and returns calibrated probabilities, class names and the
-    # prediction set: preprocessing (an encoder's tokenizer too), model, temperature and set threshold in one
+    # A SavedModel that takes the raw columns by name and returns calibrated probabilities, class names, the
+    # prediction set and the decision (an intent, or calibration.abstain.label; a row whose text holds no known
+    # word always abstains): preprocessing (an encoder's tokenizer too), model, temperature and set threshold in one
     # graph, loadable by TF Serving without Keras (with a text encoder, its tokenizer ops need TensorFlow Text).
     export_path = None
     if config.export.enabled:
         export_path = export_classifier(
             run_folder.export_root, serving, tracked=feed.tracked(model), classes=feed.classes,
             temperature=calibrated.temperature, set_predictor=calibrated.set_predictor,
-            metadata={"label": config.data.label, "label_smoothing": config.targets.label_smoothing},
+            decision_rule=calibrated.decision_rule,
+            metadata={"label": config.data.label, "label_smoothing": config.targets.label_smoothing,
+                      "out_of_scope_label": config.data.out_of_scope_label},
         )
         print(f"export: {export_path}")
 
