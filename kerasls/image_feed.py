@@ -18,6 +18,7 @@ import tensorflow as tf
 from kerasls import targets as soft_targets
 from kerasls import teacher
 from kerasls.data import images
+from kerasls.data.labels import out_of_scope_line
 from kerasls.export import Serving, image_serving
 from kerasls.targets import SplitTargets
 
@@ -26,6 +27,7 @@ class ImageFeed:
     def __init__(self, config):
         data, self.soft, self.seed = config.data, config.targets.soft_labels, config.seed
         self.image_size, self.channels, self.cache = tuple(data.image_size), data.channels, data.cache
+        self.out_of_scope_label = data.out_of_scope_label
         train, val, test, self.classes = images.load_image_sets(data, self.soft, seed=config.seed)
         self.eval_split = "test" if test is not None else "val"
         self.sets = {"train": train, "val": val, "test": test}
@@ -35,7 +37,11 @@ class ImageFeed:
 
     def summary(self) -> str:
         counts = " ".join(f"{split}={count}" for split, count in self.rows.items())
-        return f"classes: {self.classes}\nimages: {counts}"
+        lines = [f"classes: {self.classes}", f"images: {counts}"]
+        outside = {split: int((self.sets[split].labels < 0).sum()) for split in self.rows}
+        if any(outside.values()):
+            lines.append(out_of_scope_line(self.out_of_scope_label, outside))
+        return "\n".join(lines)
 
     @property
     def input_shape(self) -> tuple:
@@ -67,9 +73,16 @@ class ImageFeed:
                                          augment=augment, mix=mix, drop_remainder=drop_remainder)
 
     def dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
-        """(images, training targets) batches of `split` in order, never augmented or mixed."""
-        self._datasets[split] = images.make_image_dataset(self._with_training_targets(split), self.image_size,
-                                                          self.channels, batch_size, cache=self.cache)
+        """(images, training targets) batches of `split` in order, never augmented or mixed: the images of
+        `data.out_of_scope_label` left out, so early stopping judges the classes alone (they choose the decision
+        threshold after training)."""
+        image_set = self._with_training_targets(split)
+        in_scope = np.flatnonzero(image_set.labels >= 0)
+        if len(in_scope) < len(image_set):
+            return images.make_image_dataset(image_set.subset(in_scope), self.image_size, self.channels, batch_size,
+                                             cache=self.cache)
+        self._datasets[split] = images.make_image_dataset(image_set, self.image_size, self.channels, batch_size,
+                                                          cache=self.cache)
         return self._datasets[split]
 
     def evaluation_inputs(self, split: str, batch_size=64) -> tf.data.Dataset:

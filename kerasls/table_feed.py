@@ -25,6 +25,7 @@ from kerasls import teacher
 from kerasls.arrays import shared_tensor
 from kerasls.data import streaming, tabular
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, table_tensors, without_static_rewrites
+from kerasls.data.labels import out_of_scope_line
 from kerasls.errors import KeraslsError
 from kerasls.export import Serving, tabular_serving
 from kerasls.memory import check_fits
@@ -35,7 +36,7 @@ from kerasls.targets import SplitTargets
 class TableFeed:
     def __init__(self, config):
         data, self.soft, self.seed = config.data, config.targets.soft_labels, config.seed
-        self.streaming = data.streaming
+        self.streaming, self.out_of_scope_label = data.streaming, data.out_of_scope_label
         self._targets: dict = {}
         self.truncated: dict = {}  # encoder column -> training texts cut to its sequence_length (in memory)
         self._encoded: dict = {}
@@ -73,12 +74,23 @@ class TableFeed:
             size = sum(array.nbytes for array in tf.nest.flatten(self._encoded["train"]))
             held = f"; training rows held encoded: {size / 2**20:,.1f} MB"
         lines.append(f"model inputs: {', '.join(inputs)}{held}")
+        outside = self.out_of_scope_rows()
+        if any(outside.values()):
+            lines.append(out_of_scope_line(self.out_of_scope_label, outside))
         for name, count in self.truncated.items():
             if count:
                 lines.append(f"note: {count} of {self.rows['train']} training texts of {name!r} are longer than "
                              f"{self.preprocessor.encoders[name].sequence_length} tokens and were truncated "
                              "(data.text.encoder.sequence_length)")
         return "\n".join(lines)
+
+    def out_of_scope_rows(self) -> dict:
+        """{split: rows labelled `data.out_of_scope_label`}."""
+        if self.out_of_scope_label is None:
+            return {}
+        if self.streaming:
+            return {split: self.stream.out_of_scope_rows[split] for split in self.rows}
+        return {split: int(self.targets(split).out_of_scope.sum()) for split in self.rows}
 
     def check_memory(self, train_columns, sample_rows=2000) -> None:
         """Before encoding: the memory the encoded training and validation rows will take, from the entries of a
@@ -156,9 +168,11 @@ class TableFeed:
         return {name: value.tensors() if name == "entries" else value for name, value in self.encoded(split).items()}
 
     def dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
-        """(named inputs, training targets) batches of `split` in file order, for validation during `fit`."""
+        """(named inputs, training targets) batches of `split` in file order, for validation during `fit`: rows of
+        `data.out_of_scope_label` are left out, so early stopping and the kept epoch judge the classes alone (those
+        rows choose the decision threshold after training)."""
         if self.streaming:
-            return self.stream.dataset(split, batch_size)
+            return self.stream.dataset(split, batch_size, in_scope_only=True)
         features = table_tensors(self.encoded_tensors(split))
         targets = shared_tensor(self.training_targets(split))
 
@@ -166,7 +180,8 @@ class TableFeed:
             rows = tf.nest.map_structure(lambda array: tf.gather(array, indices), features)
             return self.preprocessor.named(rows), tf.gather(targets, indices)
 
-        dataset = tf.data.Dataset.range(self.rows[split]).batch(batch_size).map(batch)
+        in_scope = np.flatnonzero(~self.targets(split).out_of_scope)
+        dataset = tf.data.Dataset.from_tensor_slices(in_scope).batch(batch_size).map(batch)
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(without_static_rewrites())
 
     # -- what evaluation and serving read -------------------------------------------------------------------

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 E2E_MODULES = {"test_crash_resume", "test_distributed", "test_end_to_end", "test_examples", "test_image_template",
                "test_no_network", "test_replica_split", "test_soft_examples", "test_soft_truth", "test_benchmarks",
-               "test_encoder_training"}
+               "test_encoder_training", "test_out_of_scope"}
 E2E_FIXTURES = {"trained_project", "launched"}
 
 

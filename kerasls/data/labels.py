@@ -60,3 +60,10 @@ def label_indices(frame: pd.DataFrame, label: str, classes, source=None, out_of_
     return class_indices(label_strings(frame[label]), classes, lines, source,
                          f"in column {label!r} is not a training class {list(classes)}; remove the row or add "
                          "examples of that class to the training data", out_of_scope)
+
+
+def out_of_scope_line(label, rows: dict) -> str:
+    """The summary line of the rows labelled `data.out_of_scope_label`, by split."""
+    counts = " ".join(f"{split}={count}" for split, count in rows.items())
+    return (f"out of scope ({label!r}): {counts}; training rows target the uniform distribution (outlier exposure), "
+            "validation rows choose calibration.abstain's threshold")

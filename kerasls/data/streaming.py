@@ -160,10 +160,13 @@ class TableStream:
         self.classes = self._soft_classes() if soft else None
         self.rows = {"train": 0, "val": 0, "test": 0}
         self.class_counts = None  # training rows per class
+        self.out_of_scope_rows = {"train": 0, "val": 0, "test": 0}  # rows labelled data.out_of_scope_label
         self._scan_train()
         for split in ("val", "test"):
             if getattr(data, split):
-                self.rows[split] = sum(len(frame) for frame, _ in self._checked_frames(split))
+                for frame, (_, labels, _) in self._checked_frames(split):
+                    self.rows[split] += len(frame)
+                    self.out_of_scope_rows[split] += int((labels < 0).sum())
 
     # -- reading ----------------------------------------------------------------------------------------------
     @property
@@ -230,6 +233,10 @@ class TableStream:
                 labels = label_strings(frame[self.label])
                 names.update(labels.tolist())
             train_labels.append(Counter(labels[~in_val].tolist()))
+            if self.data.out_of_scope_label is not None and not self.soft:
+                outside = labels == self.data.out_of_scope_label
+                self.out_of_scope_rows["train"] += int((outside & ~in_val).sum())
+                self.out_of_scope_rows["val"] += int((outside & in_val).sum())
             adapter.update(tabular.column_arrays(frame[~in_val], self.features))
             self.rows["train"] += int((~in_val).sum())
             self.rows["val"] += int(in_val.sum())
@@ -265,19 +272,22 @@ class TableStream:
                 any(p[2] for p in parts))
 
     def dataset(self, split: str, batch_size: int, shuffle=False, drop_remainder=False, epoch=None,
-                smooth=None, encode=True):
+                smooth=None, encode=True, in_scope_only=False):
         """Batches of (encoded features, targets) of `split`, read from the file every epoch.
 
         `shuffle` permutes each chunk's rows by (seed, `epoch` variable, chunk number); `smooth(targets)`, a
         function of numpy targets (class-prior smoothing), runs on each training chunk. `encode=False` keeps the
-        raw columns, as the export takes them (to evaluate through the served graph).
+        raw columns, as the export takes them (to evaluate through the served graph). `in_scope_only` leaves out
+        the rows labelled `data.out_of_scope_label` (validation during training).
         """
         import tensorflow as tf
 
         features, classes = self.features, self.classes
 
         def chunks():
-            for frame, (targets, _, _) in self._checked_frames(split):
+            for frame, (targets, labels, _) in self._checked_frames(split):
+                if in_scope_only and (labels < 0).any():
+                    frame, targets = frame[labels >= 0], targets[labels >= 0]
                 columns = tabular.column_arrays(frame, features)
                 yield {name: columns[name] for name in features.all_columns()}, (
                     smooth(targets) if smooth else targets)
@@ -303,7 +313,7 @@ class TableStream:
             dataset = dataset.rebatch(rows_per_call).map(
                 lambda columns, targets: (preprocessor(columns), targets), num_parallel_calls=calls,
                 deterministic=True if calls is not None else None)
-        rows = self.rows[split]
+        rows = self.rows[split] - (self.out_of_scope_rows[split] if in_scope_only else 0)
         drop_remainder = drop_remainder and rows >= batch_size
         batches = rows // batch_size if drop_remainder else -(-rows // batch_size)
         dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
