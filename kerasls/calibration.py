@@ -300,7 +300,7 @@ def confidence_thresholds(probs, labels, thresholds=None, target_accuracy=0.95):
     "accuracy" (on those rows, None if none), "n"}] for `thresholds` (default DEFAULT_THRESHOLDS);
     `target_accuracy`; `smallest_threshold_for_target` = the smallest t among the distinct confidence values at
     which accuracy on rows with confidence ≥ t is ≥ target_accuracy (None if never), with its
-    `coverage_at_target` and `accuracy_at_target` (None if never).
+    `coverage_at_target`, `accuracy_at_target` and `rows_at_target` (None if never).
     """
     probs, labels = _check_inputs(probs, labels)
     if not (isinstance(target_accuracy, (int, float, np.number)) and 0 < target_accuracy <= 1):
@@ -325,11 +325,11 @@ def confidence_thresholds(probs, labels, thresholds=None, target_accuracy=0.95):
     kept_correct = np.cumsum(sorted_correct[::-1])[::-1][first]
     reached = np.flatnonzero(kept_correct >= target_accuracy * kept_count - 1e-9)
     result = {"rows": rows, "target_accuracy": float(target_accuracy), "smallest_threshold_for_target": None,
-              "coverage_at_target": None, "accuracy_at_target": None}
+              "coverage_at_target": None, "accuracy_at_target": None, "rows_at_target": None}
     if reached.size:
         i = reached[0]
         result.update(smallest_threshold_for_target=float(values[i]), coverage_at_target=float(kept_count[i] / total),
-                      accuracy_at_target=float(kept_correct[i] / kept_count[i]))
+                      accuracy_at_target=float(kept_correct[i] / kept_count[i]), rows_at_target=int(kept_count[i]))
     return result
 
 

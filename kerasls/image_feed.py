@@ -43,6 +43,10 @@ class ImageFeed:
             lines.append(out_of_scope_line(self.out_of_scope_label, outside))
         return "\n".join(lines)
 
+    def in_scope_rows(self, split: str) -> int:
+        """Images of `split` that belong to a class (not `data.out_of_scope_label`)."""
+        return int((self.sets[split].labels >= 0).sum())
+
     @property
     def input_shape(self) -> tuple:
         """(height, width, channels): what model.py's input takes."""

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kerasls import calibration, conformal, decision_report
+from kerasls import calibration, conformal, decision_report, decisions
 from kerasls.fileio import atomic_write_text
 from kerasls.report_parts import format_value, image, percent, save
 
@@ -250,11 +250,18 @@ def _metrics_section(metrics):
     return "\n".join(parts)
 
 
+def _interval_text(accuracy, rows):
+    """The Wilson 95% interval of an accuracy measured on `rows` rows, as text ("—" without rows)."""
+    bounds = decisions.wilson_interval(round(accuracy * rows), rows) if accuracy is not None and rows else None
+    return f"{percent(bounds[0])} – {percent(bounds[1])}" if bounds else "—"
+
+
 def _thresholds_section(thresholds):
     if not thresholds:
         return ""
     body = "".join(f"<tr><td>{_threshold_text(row['threshold'])}</td><td>{percent(row['coverage'])}</td>"
-                   f"<td>{percent(row['accuracy'])}</td><td>{row['n']}</td></tr>" for row in thresholds["rows"])
+                   f"<td>{percent(row['accuracy'])}</td><td>{_interval_text(row['accuracy'], row['n'])}</td>"
+                   f"<td>{row['n']}</td></tr>" for row in thresholds["rows"])
     target = thresholds.get("target_accuracy")
     smallest = thresholds.get("smallest_threshold_for_target")
     if target is None:
@@ -263,13 +270,18 @@ def _thresholds_section(thresholds):
         sentence = (f"No confidence threshold reaches {percent(target)} accuracy on these rows: "
                     "every threshold leaves accuracy below the target.")
     else:
+        rows = thresholds.get("rows_at_target") or 0
         sentence = (f"The smallest confidence threshold reaching {percent(target)} accuracy is {smallest:.4f}, "
-                    f"automating {percent(thresholds.get('coverage_at_target'))} of rows.")
+                    f"automating {percent(thresholds.get('coverage_at_target'))} of rows ({rows} rows; accuracy "
+                    f"{percent(thresholds.get('accuracy_at_target'))}, 95% interval "
+                    f"{_interval_text(thresholds.get('accuracy_at_target'), rows)}"
+                    + (": too few rows to rely on" if rows < 30 else "") + ").")
     return ("<h2>Automation rate</h2>"
             '<p class="note">Rows whose calibrated top-label confidence is at least the threshold are handled '
-            "automatically; coverage is their share of all rows, accuracy is measured on them.</p>"
-            "<table><thead><tr><th>threshold</th><th>coverage</th><th>accuracy</th><th>rows</th></tr></thead>"
-            f"<tbody>{body}</tbody></table><p>{sentence}</p>")
+            "automatically; coverage is their share of all rows, accuracy is measured on them, with its Wilson 95% "
+            "interval.</p>"
+            "<table><thead><tr><th>threshold</th><th>coverage</th><th>accuracy</th><th>95% interval</th>"
+            f"<th>rows</th></tr></thead><tbody>{body}</tbody></table><p>{sentence}</p>")
 
 
 _SET_RULES = {"lac": "every class whose calibrated probability is at least 1 − q̂",

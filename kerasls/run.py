@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from kerasls import config as config_module
+from kerasls import console_log
 from kerasls.cluster import cluster_task
 from kerasls.data import tabular
 from kerasls.encoder_settings import check_encoders_available
@@ -58,6 +59,10 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.path / "report.html"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
 
     @property
     def checkpoints(self) -> Path:
@@ -166,7 +171,9 @@ def encoders_in(data) -> dict:
 
 
 def read_command_line(argv=None, schema=config_module.TabularConfig):
-    """Parse `train.py`'s command line and validate the config; nothing is written yet."""
+    """Parse `train.py`'s command line and validate the config; nothing is written yet. From here on the console is
+    kept, for `train.log` in the run folder (`kerasls.console_log`)."""
+    console_log.capture()
     args = parse_train_args(sys.argv[1:] if argv is None else argv)
     config = config_module.load_config(args.config, args.overrides, schema)
     soft = config.targets.soft_labels
@@ -253,7 +260,8 @@ def check_resume_config(run: RunFolder, config) -> None:
 
 
 def start_run(config, args) -> RunFolder:
-    """Make and lock the run folder (once the data checked out) and write the resolved config into it; a non-chief
+    """Make and lock the run folder (once the data checked out), write the resolved config into it and start
+    `train.log` (the console so far, then everything printed after); a non-chief
     worker of a multi-worker run gets its own subfolder (see the module docstring). Resuming a run with other
     settings is refused (`check_resume_config`)."""
     worker = worker_folder_name(config)
@@ -261,6 +269,7 @@ def start_run(config, args) -> RunFolder:
     lock_run_folder(run)
     check_resume_config(run, config)
     atomic_write_text(run.config, config_module.dump_config(config))
+    console_log.attach(run.log)
     name = run.path.parent.name if worker else run.path.name  # a worker's folder is runs/<name>/<worker>/
     set_interrupt_hint(f"to resume from the last finished epoch, run: {resume_command(args, name)}")
     return run

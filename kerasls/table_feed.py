@@ -84,6 +84,10 @@ class TableFeed:
                              "(data.text.encoder.sequence_length)")
         return "\n".join(lines)
 
+    def in_scope_rows(self, split: str) -> int:
+        """Rows of `split` that belong to a class (not `data.out_of_scope_label`)."""
+        return self.rows[split] - self.out_of_scope_rows().get(split, 0)
+
     def out_of_scope_rows(self) -> dict:
         """{split: rows labelled `data.out_of_scope_label`}."""
         if self.out_of_scope_label is None:

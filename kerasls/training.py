@@ -16,6 +16,8 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
+from typing import Optional
 
 import keras
 import numpy as np
@@ -24,7 +26,9 @@ import tensorflow as tf
 from kerasls.config import TargetsConfig, TrainingConfig
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, use_parallel_maps
 from kerasls.distributed import fit_multi_worker, multi_worker_strategy
+from kerasls.errors import first_line
 from kerasls.losses import DistillationLoss, PriorSmoothedCrossentropy, hard_part_metrics
+from kerasls.memory import check_free_space
 from kerasls.replicas import splittable_batches
 from kerasls.resume import EpochState
 
@@ -268,3 +272,25 @@ def progress_verbosity(verbose: int) -> int:
     """`training.verbose`, except that the progress bar (1) becomes one line per epoch (2) when standard output is
     not a terminal: a bar redrawn with escape codes fills a log file with them."""
     return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
+
+
+def save_keras_model(model, run) -> Optional[Path]:
+    """`runs/<name>/model.keras`: the trained model for further work in Keras (`keras.models.load_model`; it takes
+    the encoded named inputs, or decoded images, not raw columns or image bytes: those go through the export).
+    Written to a temporary name, loaded back once, and renamed: Keras 3 saves a custom layer it cannot rebuild (no
+    `get_config` for its arguments) and fails only at loading, so such a model gets one note and no file; the
+    export and `checkpoints/best.weights.h5` still hold its weights. Returns the path, or None."""
+    path = run.path / "model.keras"
+    weights = sum(int(np.prod(variable.shape)) * tf.as_dtype(variable.dtype).size for variable in model.variables)
+    check_free_space(run.path, 2 * weights + (16 << 20), "saving model.keras")
+    temporary = run.path / ".model.tmp.keras"
+    try:
+        model.save(temporary)
+        keras.models.load_model(temporary)
+    except Exception as error:  # noqa: BLE001 (whatever Keras raises, the run's results stand)
+        temporary.unlink(missing_ok=True)
+        print(f"note: model.keras not saved: Keras cannot save and load this model ({first_line(error)}); the "
+              "export and checkpoints/best.weights.h5 hold its weights")
+        return None
+    os.replace(temporary, path)
+    return path

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from conftest import KERAS_IMPORT_BLOCKER, run_train
 
+from kerasls import results
+
 SERVE_WITHOUT_KERAS = KERAS_IMPORT_BLOCKER + r"""
 import numpy as np, pandas as pd, tensorflow as tf
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
@@ -48,6 +50,10 @@ def test_run_folder_matches_the_contract(trained_project):
     assert [row["alpha"] for row in sets["table"]] == [0.01, 0.05, 0.1, 0.2]
     assert all(row["threshold"] is not None and 0 <= row["set_coverage"] <= 1 for row in sets["table"])
     assert 1 <= sets["mean_set_size"] <= 3 and "<h2>Prediction sets</h2>" in report
+    # train.log: the console as printed, from the setup line to the run folder
+    log = (run / "train.log").read_text()
+    assert log.splitlines()[-1] == f"run: {run}" and results.headline(metrics).splitlines()[0] in log
+    assert "classes: ['browse', 'purchase', 'support']" in log and "Epoch 2/2" in log
 
 
 def test_predictions_csv_agrees_with_metrics(trained_project):

@@ -80,3 +80,43 @@ def test_class_folders_and_manifests_name_an_out_of_scope_folder_or_label(tmp_pa
 def test_out_of_scope_rows_need_hard_labels():
     with pytest.raises(ValueError, match="data.out_of_scope_label marks rows by their label"):
         TabularConfig(data={"out_of_scope_label": "oos"}, targets={"soft_labels": {"votes": ["votes_a", "votes_b"]}})
+
+
+def test_an_image_export_decides_as_the_run_does_on_out_of_scope_images(tmp_path):
+    """Class folders with an `other` folder, a seeded untrained CNN, `results.calibrate` with the confidence rule:
+    the rule rests on the validation images of `other`, and the export's `decision`/`abstained` for encoded image
+    bytes equal the decisions computed in process on the same images."""
+    import keras
+    import tensorflow as tf
+
+    from kerasls import calibration, results, training
+    from kerasls.config import ImageConfig
+    from kerasls.export import export_classifier
+    from kerasls.image_feed import ImageFeed
+
+    root = tmp_path / "train"
+    for index, name in enumerate(("cat", "dog", "other")):
+        for k in range(12):
+            write_image(root / name / f"{k}.png", value=(index * 90 + k * 5) % 256)
+    config = ImageConfig(data={"train": str(root), "image_size": [8, 8], "out_of_scope_label": "other"},
+                         calibration={"abstain": {"rule": "confidence", "label": "none of these"}, "conformal": None})
+    feed = ImageFeed(config)
+    assert feed.classes == ["cat", "dog"] and "out of scope ('other')" in feed.summary()
+    assert feed.in_scope_rows("val") == int((feed.sets["val"].labels >= 0).sum()) < feed.rows["val"]
+    training.set_seeds(0)
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    assert sum(len(y) for _, y in feed.dataset("val", 4)) == int((feed.sets["val"].labels >= 0).sum())
+    serving = feed.serving(model)
+    calibrated = results.calibrate(serving, feed, config.calibration)
+    rule = calibrated.decision_rule
+    assert rule.validation_rows["out_of_scope"] == int((feed.sets["val"].labels < 0).sum()) > 0
+    path = export_classifier(tmp_path / "export", serving, tracked=[model], classes=feed.classes,
+                             temperature=calibrated.temperature, decision_rule=rule)
+    paths = feed.sets["val"].paths
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](
+        image_bytes=tf.constant([open(p, "rb").read() for p in paths]))
+    probabilities = calibration.softmax(calibrated.val_logits, calibrated.temperature)
+    assert [d.decode() for d in served["decision"].numpy()] == list(rule.decisions(probabilities, feed.classes))
+    np.testing.assert_array_equal(served["abstained"].numpy(), rule.abstains(probabilities))

@@ -88,12 +88,16 @@ def test_threshold_sentence_and_temperature_note(tmp_path):
     classes = ["a", "b", "c", "d"]
     metrics["thresholds"] = {"rows": [{"threshold": 0.9, "coverage": 0.25, "accuracy": 0.97, "n": 75}],
                              "target_accuracy": 0.95, "smallest_threshold_for_target": 0.8731,
-                             "coverage_at_target": 0.4, "accuracy_at_target": 0.95}
+                             "coverage_at_target": 0.4, "accuracy_at_target": 0.95, "rows_at_target": 120}
     text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
     assert "did not lower the NLL of the validation rows' observed classes, so T=1 was kept" in text
-    assert ("The smallest confidence threshold reaching 95.0% accuracy is 0.8731, automating 40.0% of rows."
-            in text)
-    assert "<td>0.90</td><td>25.0%</td><td>97.0%</td><td>75</td>" in text
+    # Wilson 95% intervals: 114 of 120 -> 89.5% to 97.7%; 73 of 75 -> 90.8% to 99.3% (closed form, by hand)
+    assert ("The smallest confidence threshold reaching 95.0% accuracy is 0.8731, automating 40.0% of rows (120 "
+            "rows; accuracy 95.0%, 95% interval 89.5% – 97.7%)." in text)
+    assert "<td>0.90</td><td>25.0%</td><td>97.0%</td><td>90.8% – 99.3%</td><td>75</td>" in text
+    metrics["thresholds"].update(rows_at_target=2, accuracy_at_target=1.0)
+    text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
+    assert "(2 rows; accuracy 100.0%, 95% interval 34.2% – 100.0%: too few rows to rely on)" in text
     metrics["thresholds"].update(smallest_threshold_for_target=None, coverage_at_target=None)
     text = report.write_report(tmp_path, metrics, None, before, after, labels, classes).read_text(encoding="utf-8")
     assert "No confidence threshold reaches 95.0% accuracy" in text

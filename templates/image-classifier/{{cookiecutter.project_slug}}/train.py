@@ -43,7 +43,7 @@ def main(argv):
     # are never augmented or mixed.
     feed = ImageFeed(config)
     print(feed.summary())
-    results.check_validation_rows(config.calibration, feed.rows["val"])  # enough for calibration.conformal.alpha
+    results.check_validation_rows(config.calibration, feed.in_scope_rows("val"))  # enough rows for conformal.alpha
     guardrails.warn(config.targets, config.augment)
     batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
     train_data = feed.train_dataset(  # each epoch's order depends on (seed, epoch): exact crash resume
@@ -115,6 +115,7 @@ def main(argv):
                                         metadata={"label_smoothing": config.targets.label_smoothing,
                                                   "out_of_scope_label": config.data.out_of_scope_label})
         print(f"export: {export_path}")
+    training.save_keras_model(model, run_folder)  # model.keras, for keras.models.load_model (decoded images in)
 
     # ## Report
     # metrics.json, predictions.csv (one row per image, with its path), report.html (with the prediction sets).

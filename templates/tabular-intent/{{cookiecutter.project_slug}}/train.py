@@ -45,7 +45,7 @@ def main(argv):
     # files are read in chunks, never whole (kerasls.data.streaming says what else differs).
     feed = TableFeed(config)
     print(feed.summary())
-    results.check_validation_rows(config.calibration, feed.rows["val"])  # enough for calibration.conformal.alpha
+    results.check_validation_rows(config.calibration, feed.in_scope_rows("val"))  # enough rows for conformal.alpha
     guardrails.warn(config.targets)
     batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
     train_data = feed.train_dataset(batch_size, drop_remainder)  # each epoch's order depends on (seed, epoch)
@@ -127,6 +127,7 @@ def main(argv):
                       "out_of_scope_label": config.data.out_of_scope_label},
         )
         print(f"export: {export_path}")
+    training.save_keras_model(model, run_folder)  # model.keras, for keras.models.load_model (encoded inputs)
 
     # ## Report
     # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate,
