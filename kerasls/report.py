@@ -13,11 +13,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kerasls import calibration, conformal, decision_report, decisions
+from kerasls import calibration, class_report, conformal, decision_report, decisions
 from kerasls.fileio import atomic_write_text
 from kerasls.report_parts import format_value, image, percent, save
 
-ANNOTATE_CONFUSION_UP_TO = 20  # classes; above this the count annotations are dropped
 _LOSS_COLUMNS = ("loss", "val_loss", "nll", "val_nll", "soft_ce", "val_soft_ce")
 _ACCURACY_COLUMNS = ("accuracy", "val_accuracy", "argmax_agreement", "val_argmax_agreement")
 _CURVE_COLOURS = {"loss": "#4c72b0", "nll": "#dd8452", "soft_ce": "#dd8452", "accuracy": "#55a868",
@@ -25,13 +24,6 @@ _CURVE_COLOURS = {"loss": "#4c72b0", "nll": "#dd8452", "soft_ce": "#dd8452", "ac
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _plain_text(name, limit=24):
-    """A class name safe for matplotlib text: `$` would start mathtext; long names are shortened."""
-    name = str(name)
-    name = name if len(name) <= limit else name[: limit - 1] + "…"
-    return name.replace("$", r"\$")
-
-
 def _history_columns(history):
     """{column: float array} from a CSVLogger DataFrame or a Keras `History.history` dict; {} for None/empty."""
     if history is None:
@@ -135,47 +127,6 @@ def plot_history(history, path, best_epoch=None):
         axes.set(title=title, xlabel="epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    return save(figure, path)
-
-
-def confusion_matrix(labels, predicted, num_classes):
-    """Counts C[i, j] = number of rows with true class i and predicted class j."""
-    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    if labels.shape != predicted.shape or labels.ndim != 1:
-        raise ValueError(f"`labels` and `predicted` must be 1-D of the same length. "
-                         f"Received shapes: {labels.shape} and {predicted.shape}")
-    for name, values in (("labels", labels), ("predicted", predicted)):
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"`{name}` must be in [0, {num_classes - 1}]. "
-                             f"Received values in [{values.min()}, {values.max()}]")
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def plot_confusion(labels, predicted, classes, path):
-    """Confusion-matrix heat map (rows true, columns predicted), coloured by share of the true class and
-    annotated with counts up to ANNOTATE_CONFUSION_UP_TO classes. Returns the path."""
-    classes = [str(name) for name in classes]
-    num_classes = len(classes)
-    counts = confusion_matrix(labels, predicted, num_classes)
-    row_totals = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
-    side = min(4.0 + 0.28 * num_classes, 18.0)
-    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
-    font_size = 9 if num_classes <= ANNOTATE_CONFUSION_UP_TO else 7 if num_classes <= 50 else 6
-    names = [_plain_text(name) for name in classes]
-    axes.set_xticks(range(num_classes), names, rotation=90, fontsize=font_size)
-    axes.set_yticks(range(num_classes), names, fontsize=font_size)
-    annotate = num_classes <= ANNOTATE_CONFUSION_UP_TO
-    axes.set(xlabel="predicted class", ylabel="true class",
-             title="Confusion matrix" + (" (numbers: counts)" if annotate else f" ({len(labels)} rows)"))
-    if annotate:
-        for i in range(num_classes):
-            for j in range(num_classes):
-                axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font_size,
-                          color="white" if shares[i, j] > 0.5 else ("#999999" if counts[i, j] == 0 else "black"))
     return save(figure, path)
 
 
@@ -357,35 +308,36 @@ def _kept_epoch(history, metrics):
     return int(columns["epoch"][int(np.nanargmin(columns[score]))]) + 1
 
 
-def write_report(run_dir, metrics, history, probs_before, probs_after, labels, classes, title="kerasls run"):
+def write_report(run_dir, metrics, history, probs_before, probs_after, labels, classes, title="kerasls run",
+                 row_ids=None):
     """Write `plots/reliability.png`, `plots/history.png` (only when `history` has rows),
     `plots/confusion.png` and a self-contained `report.html` under `run_dir`; returns the report's path.
 
     `metrics` is calibration.evaluate's dict plus `classes`, `split`, `label_smoothing`, `export_path`;
-    `probs_before`/`probs_after` are [N, K] probabilities without/with temperature, `labels` [N] class indices.
+    `probs_before`/`probs_after` are [N, K] probabilities without/with temperature, `labels` [N] class indices,
+    `row_ids` (image paths, or None: rows are named by their line in predictions.csv) name the confused rows.
     """
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     probs_before = np.asarray(probs_before, dtype=float)
     labels = np.asarray(labels)
     bins = int(metrics.get("bins", 15))
-    images = {"reliability": plot_reliability(probs_before, probs_after, labels, bins, plots / "reliability.png"),
-              "confusion": plot_confusion(labels, np.argmax(probs_before, axis=1), classes, plots / "confusion.png")}
+    images = {"reliability": plot_reliability(probs_before, probs_after, labels, bins, plots / "reliability.png")}
     if _history_columns(history):
         images["history"] = plot_history(history, plots / "history.png", _kept_epoch(history, metrics))
 
     def embedded(name, alt):
         return image(images[name].read_bytes(), alt) if name in images else ""
 
-    class_list = ", ".join(f"<code>{html.escape(str(name))}</code>" for name in classes)
+    predicted = np.argmax(probs_before, axis=1)
     sections = [
         f"<h1>{html.escape(str(title))}</h1>",
-        f'<p class="note">{len(classes)} classes: {class_list}</p>',
+        class_report.classes_section(classes, labels, predicted),
         _metrics_section(metrics),
         ("<h2>Training curves</h2>" + embedded("history", "training curves")) if "history" in images
         else '<h2>Training curves</h2><p class="note">No training history (for example, an evaluated export).</p>',
         "<h2>Reliability diagram</h2>" + embedded("reliability", "reliability diagram before and after temperature"),
-        "<h2>Confusion matrix</h2>" + embedded("confusion", "confusion matrix"),
+        class_report.confusion_section(labels, predicted, classes, plots / "confusion.png", row_ids),
         _thresholds_section(metrics.get("thresholds")),
         _sets_section(metrics.get("conformal")),
         decision_report.decision_section(metrics.get("decision"), plots),

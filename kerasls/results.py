@@ -278,7 +278,9 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
     history = pd.read_csv(run.history) if Path(run.history).is_file() else None
     report.write_report(
         run.path, metrics, history, calibration.softmax(logits), calibration.softmax(logits, temperature), labels,
-        list(classes), title=title,
+        list(classes), title=title, row_ids=np.asarray(
+            [f"predictions.csv line {line}" for line in np.arange(len(all_labels)) + 2] if row_ids is None
+            else row_ids, dtype=object)[in_scope],
     )
     atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
     return metrics

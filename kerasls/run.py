@@ -145,8 +145,8 @@ def parse_train_args(argv, description="Train a classifier"):
 def check_before_tensorflow(argv, schema=config_module.TabularConfig) -> None:
     """What `python train.py` checks before TensorFlow loads (which takes seconds): the command line, the config
     (an unknown key or a bad value), that `--run-name` is not a finished run and, for tables, that the data files
-    exist and name the configured columns, and for tables up to `READ_BEFORE_TENSORFLOW` every value and label. A mistake is one `error:` line and exit status 2 (`--debug`: the
-    traceback), as later errors are."""
+    exist and name the configured columns, and for tables up to `READ_BEFORE_TENSORFLOW` every value and label. A
+    mistake is one `error:` line and exit status 2 (`--debug`: the traceback), as later errors are."""
     def check(argv):
         args = parse_train_args(argv)
         config = config_module.load_config(args.config, args.overrides, schema)

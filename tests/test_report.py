@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasls import calibration, report
+from kerasls import calibration, class_report, report
 
 
 def decoded_png(data: bytes, min_side=200):
@@ -139,10 +139,10 @@ def test_plot_reliability_single_panel(tmp_path):
 
 
 def test_confusion_matrix_counts_and_errors():
-    counts = report.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
+    counts = class_report.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
-        report.confusion_matrix([0, 3], [0, 1], 3)
+        class_report.confusion_matrix([0, 3], [0, 1], 3)
 
 
 def test_metrics_from_predictions_recomputes_accuracy_and_nll(tmp_path):
@@ -221,3 +221,31 @@ def test_too_few_validation_rows_for_alpha_is_one_error_naming_the_key_the_rows_
     results.check_validation_rows(CalibrationConfig(conformal=None), 3)
     with pytest.raises(KeraslsError, match="calibration.conformal.alpha=0.1 needs at least 9"):
         results.fit_prediction_sets(CalibrationConfig(), np.zeros((5, 3)), np.zeros(5, np.int64), 1.0)
+
+
+def test_most_confused_pairs_are_counted_and_named_by_an_example_row():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = np.array([1, 1, 0, 0, 1, 1, 0, 0, 2])
+    pairs = class_report.confused_pairs(labels, predicted, ["a", "b", "c"], row_ids=[f"r{i}" for i in range(9)])
+    # off the diagonal: (a->b) 2, (c->a) 2, (b->a) 1, (c->b) 1; ties in class order
+    assert [(p["true"], p["predicted"], p["rows"]) for p in pairs] == [("a", "b", 2), ("c", "a", 2), ("b", "a", 1),
+                                                                      ("c", "b", 1)]
+    assert pairs[0]["example"] == "r0" and pairs[1]["example"] == "r6" and pairs[1]["share"] == 0.5
+    assert class_report.confused_pairs(labels, predicted, ["a", "b", "c"])[0]["example"] == "predictions.csv line 2"
+
+
+def test_many_classes_fold_the_class_table_and_leave_the_matrix_out(tmp_path):
+    rng = np.random.default_rng(0)
+    classes = [f"intent_{k:02d}" for k in range(40)]
+    labels = rng.integers(0, 40, 800)
+    logits = np.eye(40)[labels] * 3 + rng.normal(size=(800, 40))
+    probs = calibration.softmax(logits)
+    metrics = calibration.evaluate(logits, labels)
+    metrics.update(classes=classes, split="test")
+    text = report.write_report(tmp_path, metrics, None, probs, probs, labels, classes).read_text(encoding="utf-8")
+    assert "<details><summary>40 classes (rows and recall of each)</summary>" in text
+    assert "the matrix is too dense to read here" in text and (tmp_path / "plots" / "confusion.png").is_file()
+    assert "Most confused pairs" in text and text.count('alt="confusion matrix"') == 0
+    few = report.write_report(tmp_path, metrics | {"classes": classes[:3]}, None, probs[:, :3] / probs[:, :3].sum(1,
+                              keepdims=True), probs[:, :3], labels % 3, classes[:3]).read_text(encoding="utf-8")
+    assert 'alt="confusion matrix"' in few and "<details>" not in few
