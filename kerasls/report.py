@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from kerasls import calibration, class_report, conformal, decision_report, decisions
 from kerasls.fileio import atomic_write_text
-from kerasls.report_parts import format_value, image, percent, save
+from kerasls.report_parts import CSS, format_value, image, percent, save
 
 _LOSS_COLUMNS = ("loss", "val_loss", "nll", "val_nll", "soft_ce", "val_soft_ce")
 _ACCURACY_COLUMNS = ("accuracy", "val_accuracy", "argmax_agreement", "val_argmax_agreement")
@@ -131,19 +131,6 @@ def plot_history(history, path, best_epoch=None):
 
 
 # ---------------------------------------------------------------------------------------------------- HTML
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { border: 1px solid #ddd; padding: 0.3em 0.8em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-thead th { background: #f3f3f3; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-.note { color: #555; font-size: 0.95em; }
-.warning { color: #8a4b00; background: #fff4e0; padding: 0.4em 0.6em; border-left: 3px solid #d98c00; }
-code { background: #f3f3f3; padding: 0 0.25em; }
-"""
 
 
 def _threshold_text(threshold):
@@ -343,6 +330,6 @@ def write_report(run_dir, metrics, history, probs_before, probs_after, labels, c
         decision_report.decision_section(metrics.get("decision"), plots),
     ]
     document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(str(title))}</title><style>{_CSS}</style></head>\n<body>\n"
+                f"<title>{html.escape(str(title))}</title><style>{CSS}</style></head>\n<body>\n"
                 + "\n".join(section for section in sections if section) + "\n</body></html>\n")
     return atomic_write_text(run_dir / "report.html", document)

@@ -32,6 +32,16 @@ from kerasls.fileio import atomic_write_text
 # the last is the ranking column of hard-label runs; soft runs add theirs (`ranking_column`)
 COLUMNS = ["accuracy", "nll", "ece", "nll_calibrated", "ece_calibrated", "brier", "temperature",
            "val_nll_calibrated"]
+# what a run's prediction sets and decisions give, when it has them: (section of metrics.json, key, column)
+EXTRA_COLUMNS = [("conformal", "set_coverage", "set_coverage"), ("conformal", "mean_set_size", "mean_set_size"),
+                 ("decision", "abstain_rate", "abstain_rate"), ("decision", "in_scope_accuracy", "in_scope_accuracy"),
+                 ("decision", "out_of_scope_recall", "out_of_scope_recall")]
+
+
+def extra_values(metrics: dict) -> dict:
+    """The EXTRA_COLUMNS a run's metrics.json has (prediction sets, decisions)."""
+    return {column: (metrics.get(section) or {}).get(key) for section, key, column in EXTRA_COLUMNS
+            if (metrics.get(section) or {}).get(key) is not None}
 
 
 def ranking_column(metrics: dict) -> str:
@@ -158,16 +168,17 @@ def sweep(project, values, seeds=1, base_seed=None, overrides=(), out=None, conf
         score = score or ranking_column(metrics)
         rows.append({"label_smoothing": epsilon, "seed": seed, "run": str(runs_dir / run_name(epsilon, seed)),
                      "seconds": round(time.time() - started, 1), "n": metrics.get("n"),
-                     **{key: metrics[key] for key in dict.fromkeys([*COLUMNS, score])}})
+                     **{key: metrics[key] for key in dict.fromkeys([*COLUMNS, score])}, **extra_values(metrics)})
     echo(progress_line(len(plan), len(plan), "done"))
     records = pd.DataFrame(rows)
-    columns = list(dict.fromkeys([*COLUMNS, score]))
+    extras = [column for _, _, column in EXTRA_COLUMNS if column in records and records[column].notna().all()]
+    columns = list(dict.fromkeys([*COLUMNS, score, *extras]))
     summary = summarise(records, columns)
     best = recommend(summary, score)
     atomic_write_text(out / "runs.csv", records.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     split = json.loads((Path(rows[0]["run"]) / "metrics.json").read_text())["split"]
-    write_sweep_report(out, summary, best, split, score)
+    write_sweep_report(out, summary, best, split, score, records)
     echo(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     echo(recommendation_sentence(summary, best, score))
     return out
@@ -243,8 +254,14 @@ def plot_sweep(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str, score="val_nll_calibrated") -> Path:
+def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str, score="val_nll_calibrated",
+                       records=None) -> Path:
+    """`out/report.html`: the recommendation, one row per ε (mean ± std over seeds of every column the summary has,
+    prediction-set and decision columns included when the runs have them), links to each run's own report
+    (`records`: the runs), and the chart; the run report's style."""
     import base64
+
+    from kerasls.report_parts import CSS
 
     chart = plot_sweep(summary, out / "sweep.png")
     image = base64.b64encode(chart.read_bytes()).decode("ascii")
@@ -254,23 +271,33 @@ def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str
         value = f"{row[column]:.4f}"
         return f"{value} ± {row[column + '_std']:.4f}" if has_std and column + "_std" in row else value
 
-    columns = list(dict.fromkeys([*COLUMNS, score]))
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["ε", "seeds", *columns])
+    def links(epsilon):
+        if records is None:
+            return ""
+        runs = records[records["label_smoothing"] == epsilon]
+        return " ".join(f'<a href="{html.escape(Path(run).relative_to(out).as_posix())}/report.html">seed {seed}</a>'
+                        for run, seed in zip(runs["run"], runs["seed"]) if Path(run).is_relative_to(out))
+
+    extras = [column for _, _, column in EXTRA_COLUMNS if column in summary]
+    columns = list(dict.fromkeys([*COLUMNS, score, *extras]))
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["ε", "seeds", *columns, "run reports"])
     body = "".join(
         "<tr" + (' class="best"' if row["label_smoothing"] == best else "") + ">"
         + f"<td>{row['label_smoothing']:g}</td><td>{int(row['seeds'])}</td>"
-        + "".join(f"<td>{cell(row, c)}</td>" for c in columns) + "</tr>"
+        + "".join(f"<td>{cell(row, c)}</td>" for c in columns) + f"<td>{links(row['label_smoothing'])}</td></tr>"
         for _, row in summary.iterrows()
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kerasls label-smoothing sweep</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}tr.best{{background:#e6f4ea;font-weight:bold}}</style>
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>kerasls label-smoothing sweep</title>
+<style>{CSS} tr.best td {{ background: #e6f4ea; font-weight: bold; }}</style>
 </head><body><h1>Label-smoothing sweep</h1>
 <p>{html.escape(recommendation_sentence(summary, best, score))}</p>
-<p>Accuracy, NLL, ECE and Brier are on the {html.escape(split)} split against the observed classes; "calibrated"
-columns use the temperature T fitted on the validation rows. The recommendation ranks ε by
-<code>{html.escape(score)}</code>: {html.escape(SCORE_NAMES.get(score, score))}.</p>
-<table><tr>{header}</tr>{body}</table>
+<p class="note">Accuracy, NLL, ECE and Brier are on the {html.escape(split)} split against the observed classes;
+"calibrated" columns use the temperature T fitted on the validation rows. The recommendation ranks ε by
+<code>{html.escape(score)}</code>: {html.escape(SCORE_NAMES.get(score, score))}. With prediction sets,
+<code>set_coverage</code> and <code>mean_set_size</code> are theirs on the same split; with decisions
+(calibration.abstain), <code>abstain_rate</code>, <code>in_scope_accuracy</code> and
+<code>out_of_scope_recall</code>.</p>
+<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>
 <p><img alt="accuracy and ECE against label smoothing" src="data:image/png;base64,{image}"></p>
 </body></html>"""
     return atomic_write_text(out / "report.html", page)

@@ -86,6 +86,10 @@ def test_sweep_on_a_project_writes_summary_and_report_and_reuses_finished_runs(t
     report = (out / "report.html").read_text()
     assert "data:image/png;base64," in report and "Recommended label_smoothing" in report
     assert "2/2 done" in first.stdout
+    # prediction sets are on by default: their columns, and a link to each run's own report
+    assert {"set_coverage", "mean_set_size"} <= set(summary.columns) and "abstain_rate" not in summary.columns
+    assert row["set_coverage"] == pytest.approx(metrics["conformal"]["set_coverage"])
+    assert '<a href="runs/eps0.1-seed42/report.html">seed 42</a>' in report
 
     stamp = (out / "runs" / "eps0-seed42" / "metrics.json").stat().st_mtime_ns
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -174,3 +178,17 @@ def test_headline_says_when_the_model_is_at_chance():
                "temperature": 1.0, "nll_calibrated": 1.09, "ece_calibrated": 0.05, "majority_share": 0.3417}
     assert "no better than always answering the most frequent class (0.3417" in headline(metrics)
     assert "note:" not in headline({**metrics, "accuracy": 0.9})
+
+
+def test_sweep_report_has_decision_columns_and_the_run_report_style(tmp_path):
+    from kerasls import sweep as sweep_module
+
+    records = pd.DataFrame([{"label_smoothing": eps, "seed": 42, "run": str(tmp_path / "runs" / f"eps{eps:g}-seed42"),
+                             "accuracy": 0.9, "nll": 0.3, "ece": 0.02, "nll_calibrated": 0.29, "ece_calibrated": 0.01,
+                             "brier": 0.1, "temperature": 1.1, "val_nll_calibrated": 0.3 + eps, "abstain_rate": 0.2,
+                             "in_scope_accuracy": 0.85, "out_of_scope_recall": 0.7} for eps in (0.0, 0.1)])
+    columns = [*sweep_module.COLUMNS, "abstain_rate", "in_scope_accuracy", "out_of_scope_recall"]
+    summary = sweep_module.summarise(records, columns)
+    page = sweep_module.write_sweep_report(tmp_path, summary, 0.0, "test", records=records).read_text()
+    assert "<th>out_of_scope_recall</th>" in page and "<td>0.7000</td>" in page
+    assert '<a href="runs/eps0-seed42/report.html">seed 42</a>' in page and "thead th { background" in page
