@@ -47,6 +47,7 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/text_encoder.py
 	$(BIN)/python benchmarks/sparse_first_layer.py
+	$(BIN)/python benchmarks/out_of_scope.py
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on tiny sizes and print their tables (timings are never asserted)."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -153,3 +154,20 @@ def test_sparse_first_layer_times_the_three_first_layers():
     assert table_rows(stdout)[1:] == ["(a) dense: the batch made dense, tf.matmul",
                                       "(b) sparse: tf.sparse.sparse_dense_matmul",
                                       "(c) embedding bag: gather + unsorted_segment_sum"], stdout
+
+
+def test_out_of_scope_split_keeps_held_out_intents_out_of_training(tmp_path):
+    """benchmarks/out_of_scope.py's protocol: ten intents' rows only in validation, the outlier-exposure rows and
+    test, all labelled out_of_scope; no row in two files; the in-scope validation rows a stratified tenth."""
+    spec = importlib.util.spec_from_file_location("out_of_scope_benchmark", BENCHMARKS / "out_of_scope.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    split = module.split_files(tmp_path, holdout_seed=0, val_share=0.2, oe_share=0.3, seed=42)
+    frames, held_out = split["frames"], split["held_out"]
+    assert len(held_out) == 10 and not frames["train"].category.isin(held_out + [module.OUT]).any()
+    extra = frames["train_oe"].iloc[len(frames["train"]):]
+    assert (extra.category == module.OUT).all() and len(extra) == 479
+    assert (frames["val"].category == module.OUT).sum() == 319 and (frames["test"].category == module.OUT).sum() == 797
+    assert not set(frames["val"].text) & set(frames["train"].text)
+    assert abs(len(frames["val"]) - 319 - 0.1 * (len(frames["train"]) + len(frames["val"]) - 319)) < 67
+    assert all(path.is_file() for path in split["paths"].values())
