@@ -4,12 +4,13 @@
 #   make test   creates .venv, installs kerasls[test,encoders], runs the house rules (ruff, import-linter)
 #               and the whole test suite (about 20 minutes on 2 cores)
 #   make test-fast   the house rules and the tests that train nothing (no `e2e` or `slow` mark; about 1 minute)
-#   make benchmarks  runs every script in benchmarks/ (about 15 minutes on 2 cores; prints ratio tables)
+#   make benchmarks  runs every script in benchmarks/ (about 20 minutes on 2 cores; prints ratio tables)
+#   make docs   builds the reference site in docs/ with mkdocs (--strict: a broken link fails); make test runs it
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo lint test test-fast benchmarks clean
+.PHONY: demo lint docs test test-fast benchmarks clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +34,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: lint
+docs: $(BIN)/.installed
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint docs
 	$(BIN)/python -m pytest -q --durations=20
 
-test-fast: lint
+test-fast: lint docs
 	$(BIN)/python -m pytest -q -m "not e2e and not slow" --durations=10
 
 benchmarks: $(BIN)/.installed
