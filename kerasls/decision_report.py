@@ -52,21 +52,26 @@ def decision_section(decision, plots_dir) -> str:
     rows = "".join(f"<tr><td>{title}</td><td>{percent(decision[name])}</td><td>{_interval(decision, name)}</td>"
                    f"<td>{html.escape(what)}</td></tr>"
                    for name, title, what in _RATES if decision.get(name) is not None)
+    rows_used = decision.get("validation_rows") or {}
+    interval = decision.get("threshold_interval")
     if decision["rule"] == "conformal":
         served = (f"abstains when a row's prediction set is empty (no class with calibrated probability at least "
                   f"1 − q̂ = {format_value(decision['confidence_threshold'])})")
+        rests = f"q̂ rests on the {rows_used.get('in_scope', '—')} in-scope validation rows alone"
+        interval = [1.0 - interval[1], 1.0 - interval[0]] if interval else None  # in confidence, as 1 − q̂
     else:
         served = (f"abstains below a calibrated confidence of {format_value(decision['threshold'])}, chosen on the "
                   f"validation rows: {html.escape(decision['chosen_by'])}")
-    interval = decision.get("threshold_interval")
-    spread = (f" Bootstrap resamples of those rows put the threshold between {format_value(interval[0])} and "
-              f"{format_value(interval[1])} (5–95%)." if interval else "")
-    rows_used = decision.get("validation_rows") or {}
+        rests = (f"it rests on {rows_used.get('in_scope', '—')} in-scope and {rows_used.get('out_of_scope', 0)} "
+                 "out-of-scope validation rows")
+    spread = (f" Bootstrap resamples of those rows put this confidence threshold between {format_value(interval[0])}"
+              f" and {format_value(interval[1])} (5–95%)." if interval else "")
     parts = ["<h2>Decisions</h2>",
              f'<p class="note">The export answers a row\'s most probable class, or <code>'
-             f'{html.escape(decision["label"])}</code>: it {served}. It rests on {rows_used.get("in_scope", "—")} '
-             f'in-scope and {rows_used.get("out_of_scope", 0)} out-of-scope validation rows.{spread} A row whose text '
-             "holds no known word or n-gram always abstains.</p>",
+             f'{html.escape(decision["label"])}</code>: it {served}; {rests}.{spread} A row whose text holds no known '
+             "word or n-gram always abstains. The automation table above is another question: the lowest threshold "
+             "whose in-scope rows reach calibration.target_accuracy, on the rows shown; this rule is the one served."
+             "</p>",
              image(png.read_bytes(), "accuracy of the answered rows against the share answered"),
              f"<p>On these {decision['n']} rows ({decision['in_scope_rows']} in scope, "
              f"{decision['out_of_scope_rows']} out of scope, {decision['unreadable_rows']} unreadable):</p>",

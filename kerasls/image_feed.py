@@ -18,7 +18,7 @@ import tensorflow as tf
 from kerasls import targets as soft_targets
 from kerasls import teacher
 from kerasls.data import images
-from kerasls.data.labels import out_of_scope_line
+from kerasls.data.labels import check_decision_label, out_of_scope_line
 from kerasls.export import Serving, image_serving
 from kerasls.targets import SplitTargets
 
@@ -28,7 +28,9 @@ class ImageFeed:
         data, self.soft, self.seed = config.data, config.targets.soft_labels, config.seed
         self.image_size, self.channels, self.cache = tuple(data.image_size), data.channels, data.cache
         self.out_of_scope_label = data.out_of_scope_label
+        self.abstains = config.calibration.abstain is not None
         train, val, test, self.classes = images.load_image_sets(data, self.soft, seed=config.seed)
+        check_decision_label(config.calibration, self.classes)
         self.eval_split = "test" if test is not None else "val"
         self.sets = {"train": train, "val": val, "test": test}
         self.rows = {split: len(self.sets[split]) for split in ("train", "val", self.eval_split)}
@@ -40,7 +42,7 @@ class ImageFeed:
         lines = [f"classes: {self.classes}", f"images: {counts}"]
         outside = {split: int((self.sets[split].labels < 0).sum()) for split in self.rows}
         if any(outside.values()):
-            lines.append(out_of_scope_line(self.out_of_scope_label, outside))
+            lines.append(out_of_scope_line(self.out_of_scope_label, outside, self.abstains))
         return "\n".join(lines)
 
     def in_scope_rows(self, split: str) -> int:

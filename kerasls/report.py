@@ -286,6 +286,15 @@ def _sets_section(sets):
     return "\n".join(parts)
 
 
+def _curves_note(metrics):
+    """With out-of-scope rows, what the training and validation curves count."""
+    if not metrics.get("out_of_scope_label"):
+        return ""
+    return ('<p class="note">The training curves include the rows of <code>'
+            f'{html.escape(str(metrics["out_of_scope_label"]))}</code> (their target is uniform, so no answer is '
+            "right on them and the training accuracy stays lower); the validation curves leave them out.</p>")
+
+
 def _kept_epoch(history, metrics):
     """The 1-based epoch with the best `epoch_score` in the history (the weights the run kept), or None."""
     score = metrics.get("epoch_score")
@@ -321,7 +330,8 @@ def write_report(run_dir, metrics, history, probs_before, probs_after, labels, c
         f"<h1>{html.escape(str(title))}</h1>",
         class_report.classes_section(classes, labels, predicted),
         _metrics_section(metrics),
-        ("<h2>Training curves</h2>" + embedded("history", "training curves")) if "history" in images
+        ("<h2>Training curves</h2>" + embedded("history", "training curves") + _curves_note(metrics))
+        if "history" in images
         else '<h2>Training curves</h2><p class="note">No training history (for example, an evaluated export).</p>',
         "<h2>Reliability diagram</h2>" + embedded("reliability", "reliability diagram before and after temperature"),
         class_report.confusion_section(labels, predicted, classes, plots / "confusion.png", row_ids),

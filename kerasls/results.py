@@ -262,6 +262,8 @@ def write_results(run, *, classes, labels, logits, temperature, split, label_smo
         metrics["conformal"] = set_predictor.report(calibration.softmax(logits, temperature), labels, classes,
                                                     in_sample=sets_in_sample)
     decided = None
+    if out_of_scope_label is not None:
+        metrics["out_of_scope_label"] = out_of_scope_label
     if not in_scope.all():
         metrics["out_of_scope_rows"] = int((~in_scope).sum())
     if decision_rule is not None:
@@ -364,10 +366,13 @@ def sets_line(metrics: dict) -> list:
             + (f"  empty={sets['empty_share']:.1%}" if sets["empty_share"] else "")]
 
 
+CHANCE_NOTE_ROWS = 30  # fewer rows cannot tell a model from always answering one class
+
+
 def chance_note(metrics: dict) -> str:
     """One sentence when the accuracy is no better than always answering the most frequent class, else ""."""
     share = metrics.get("majority_share")
-    if share is None or metrics["accuracy"] > share + 0.01:
+    if share is None or metrics["accuracy"] > share + 0.01 or metrics["n"] < CHANCE_NOTE_ROWS:
         return ""
     return (f"accuracy {metrics['accuracy']:.4f} is no better than always answering the most frequent class "
             f"({share:.4f} of the {metrics['split']} rows): the model has not learnt yet; train longer "

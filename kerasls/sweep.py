@@ -288,7 +288,8 @@ def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str
         for _, row in summary.iterrows()
     )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>kerasls label-smoothing sweep</title>
-<style>{CSS} tr.best td {{ background: #e6f4ea; font-weight: bold; }}</style>
+<style>{CSS} body {{ max-width: none; }} tr.best td {{ background: #e6f4ea; font-weight: bold; }}
+.wide {{ overflow-x: auto; }}</style>
 </head><body><h1>Label-smoothing sweep</h1>
 <p>{html.escape(recommendation_sentence(summary, best, score))}</p>
 <p class="note">Accuracy, NLL, ECE and Brier are on the {html.escape(split)} split against the observed classes;
@@ -297,7 +298,7 @@ def write_sweep_report(out: Path, summary: pd.DataFrame, best: float, split: str
 <code>set_coverage</code> and <code>mean_set_size</code> are theirs on the same split; with decisions
 (calibration.abstain), <code>abstain_rate</code>, <code>in_scope_accuracy</code> and
 <code>out_of_scope_recall</code>.</p>
-<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>
+<div class="wide"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>
 <p><img alt="accuracy and ECE against label smoothing" src="data:image/png;base64,{image}"></p>
 </body></html>"""
     return atomic_write_text(out / "report.html", page)

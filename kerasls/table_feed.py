@@ -25,7 +25,7 @@ from kerasls import teacher
 from kerasls.arrays import shared_tensor
 from kerasls.data import streaming, tabular
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, table_tensors, without_static_rewrites
-from kerasls.data.labels import out_of_scope_line
+from kerasls.data.labels import check_decision_label, out_of_scope_line
 from kerasls.errors import KeraslsError
 from kerasls.export import Serving, tabular_serving
 from kerasls.memory import check_fits
@@ -36,6 +36,7 @@ from kerasls.targets import SplitTargets
 class TableFeed:
     def __init__(self, config):
         data, self.soft, self.seed = config.data, config.targets.soft_labels, config.seed
+        self.abstains = config.calibration.abstain is not None
         self.streaming, self.out_of_scope_label = data.streaming, data.out_of_scope_label
         self._targets: dict = {}
         self.truncated: dict = {}  # encoder column -> training texts cut to its sequence_length (in memory)
@@ -45,6 +46,7 @@ class TableFeed:
             self.classes, self.features, self.eval_split = self.stream.classes, self.stream.features, \
                 self.stream.eval_split
             self.rows = {split: self.stream.rows[split] for split in ("train", "val", self.eval_split)}
+            check_decision_label(config.calibration, self.classes)
             self.preprocessor = self.stream.preprocessor
         else:
             self.splits = tabular.load_splits(data, seed=config.seed, soft=self.soft)
@@ -52,6 +54,7 @@ class TableFeed:
                 self.splits.eval_split
             self.frames = {"train": self.splits.train, "val": self.splits.val, "test": self.splits.test}
             self.rows = {split: len(self.frames[split]) for split in ("train", "val", self.eval_split)}
+            check_decision_label(config.calibration, self.classes)
             self.preprocessor = TabularPreprocessor(self.features.numeric, self.features.categorical,
                                                     self.features.text, text_settings=data.text)
             train_columns = self.raw_columns("train")
@@ -76,7 +79,7 @@ class TableFeed:
         lines.append(f"model inputs: {', '.join(inputs)}{held}")
         outside = self.out_of_scope_rows()
         if any(outside.values()):
-            lines.append(out_of_scope_line(self.out_of_scope_label, outside))
+            lines.append(out_of_scope_line(self.out_of_scope_label, outside, self.abstains))
         for name, count in self.truncated.items():
             if count:
                 lines.append(f"note: {count} of {self.rows['train']} training texts of {name!r} are longer than "

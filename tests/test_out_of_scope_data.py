@@ -120,3 +120,28 @@ def test_an_image_export_decides_as_the_run_does_on_out_of_scope_images(tmp_path
     probabilities = calibration.softmax(calibrated.val_logits, calibrated.temperature)
     assert [d.decode() for d in served["decision"].numpy()] == list(rule.decisions(probabilities, feed.classes))
     np.testing.assert_array_equal(served["abstained"].numpy(), rule.abstains(probabilities))
+
+
+def test_a_misspelt_out_of_scope_label_is_an_error_naming_the_closest(tmp_path):
+    train = table(tmp_path / "train.csv")
+    for reader in (lambda data: tabular.load_splits(data, seed=0),
+                   lambda data: streaming.TableStream(data.model_copy(update={"streaming": True}), seed=0)):
+        with pytest.raises(KeraslsError, match=r"data.out_of_scope_label 'out_of_scop' labels no row \(did you mean "
+                                               r"'out_of_scope'\?\); the labels are \['card', 'out_of_scope', "
+                                               r"'refund'\]"):
+            reader(DataConfig(train=str(train), out_of_scope_label="out_of_scop"))
+    root = tmp_path / "images"
+    for name in ("cat", "dog"):
+        for k in range(3):
+            write_image(root / name / f"{k}.png")
+    with pytest.raises(KeraslsError, match="'Dog' labels no row"):
+        images.load_image_sets(*image_config(root, out_of_scope_label="Dog"), seed=0)
+
+
+def test_the_abstain_label_cannot_be_a_class(tmp_path):
+    from kerasls.data.labels import check_decision_label
+
+    calibration = TabularConfig(calibration={"abstain": {"label": "card"}}).calibration
+    with pytest.raises(KeraslsError, match="calibration.abstain.label 'card' is also a class"):
+        check_decision_label(calibration, ["card", "refund"])
+    check_decision_label(calibration, ["refund", "top_up"])

@@ -25,7 +25,7 @@ import pandas as pd
 
 from kerasls import targets as soft_targets
 from kerasls.data.epochs import epoch_permutation, epoch_shuffled_dataset, epoch_variable, parallel_calls
-from kerasls.data.labels import OUT_OF_SCOPE, label_strings
+from kerasls.data.labels import OUT_OF_SCOPE, check_out_of_scope_rows, label_strings
 from kerasls.data.soft_labels import observed_from, soft_column_classes, table_targets
 from kerasls.data.tabular import read_table, stratified_split
 from kerasls.errors import KeraslsError
@@ -239,6 +239,8 @@ def load_image_sets(data_config, soft=None, seed=0):
     test = None
     if data_config.test:
         test = _readable(_load_set(data_config.test, "test", data_config, soft, classes)[0], skip)
+    outside = sum(int((image_set.labels < 0).sum()) for image_set in (train, val, test) if image_set is not None)
+    check_out_of_scope_rows(data_config.out_of_scope_label, outside, classes, data_config.train)
     return train, val, test, classes
 
 

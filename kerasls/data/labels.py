@@ -6,6 +6,8 @@ label is spelled and looked up one way, and an unknown one is one error naming t
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import pandas as pd
 
@@ -62,8 +64,33 @@ def label_indices(frame: pd.DataFrame, label: str, classes, source=None, out_of_
                          "examples of that class to the training data", out_of_scope)
 
 
-def out_of_scope_line(label, rows: dict) -> str:
+def out_of_scope_line(label, rows: dict, abstains=True) -> str:
     """The summary line of the rows labelled `data.out_of_scope_label`, by split."""
     counts = " ".join(f"{split}={count}" for split, count in rows.items())
+    use = ("validation rows choose calibration.abstain's threshold" if abstains
+           else "set calibration.abstain for the export to abstain on such rows")
     return (f"out of scope ({label!r}): {counts}; training rows target the uniform distribution (outlier exposure), "
-            "validation rows choose calibration.abstain's threshold")
+            f"{use}; every metric but the decisions leaves them out")
+
+
+def check_out_of_scope_rows(label, rows: int, labels_seen, source) -> None:
+    """A `data.out_of_scope_label` that no row carries is a misspelling more often than not (the rows it meant then
+    train as a class of their own): one error naming the label, the labels there are, and the closest."""
+    if label is None or rows:
+        return
+    seen = sorted({str(name) for name in labels_seen})
+    close = difflib.get_close_matches(str(label), seen, n=1, cutoff=0.6) or [
+        name for name in seen if name.lower() == str(label).lower()]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise KeraslsError(f"{source}: data.out_of_scope_label {label!r} labels no row{hint}; the labels are {seen[:20]}"
+                       f"{' ...' if len(seen) > 20 else ''}: fix data.out_of_scope_label, or set it to null")
+
+
+def check_decision_label(calibration, classes) -> None:
+    """`calibration.abstain.label` must not be a class: a `decision` equal to it would mean both."""
+    abstain = getattr(calibration, "abstain", None)
+    if abstain is not None and abstain.label in [str(name) for name in classes]:
+        raise KeraslsError(f"calibration.abstain.label {abstain.label!r} is also a class, so a decision of "
+                           f"{abstain.label!r} would mean either: choose another label, or set "
+                           "data.out_of_scope_label to it if its rows belong to no class")
+

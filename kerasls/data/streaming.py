@@ -30,7 +30,7 @@ import pandas as pd
 from kerasls.config import DataConfig, FeatureColumns
 from kerasls.data import tabular
 from kerasls.data.epochs import parallel_calls
-from kerasls.data.labels import label_strings
+from kerasls.data.labels import check_out_of_scope_rows, label_strings
 from kerasls.data.soft_labels import soft_column_classes
 from kerasls.errors import KeraslsError
 from kerasls.preprocessing import TabularPreprocessor
@@ -167,6 +167,8 @@ class TableStream:
                 for frame, (_, labels, _) in self._checked_frames(split):
                     self.rows[split] += len(frame)
                     self.out_of_scope_rows[split] += int((labels < 0).sum())
+        check_out_of_scope_rows(data.out_of_scope_label, sum(self.out_of_scope_rows.values()), self.classes,
+                                data.train)
 
     # -- reading ----------------------------------------------------------------------------------------------
     @property

@@ -16,7 +16,7 @@ import pandas as pd
 
 from kerasls import targets as soft_targets
 from kerasls.config import DataConfig, FeatureColumns
-from kerasls.data.labels import as_text, label_indices, label_strings
+from kerasls.data.labels import as_text, check_out_of_scope_rows, label_indices, label_strings
 from kerasls.data.soft_labels import soft_column_classes, table_targets
 from kerasls.errors import KeraslsError, first_line
 
@@ -367,7 +367,9 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
         check_columns(test, features, None if soft else config.label)
     splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features,
                            label=config.label, soft=soft, out_of_scope=config.out_of_scope_label)
-    for frame in (val, test):
+    outside = 0
+    for frame in (train, val, test):
         if frame is not None:
-            splits.targets(frame)  # raises on a class unseen in training or a bad soft-label row
+            outside += int((splits.targets(frame)[1] < 0).sum())  # raises on an unseen class or a bad soft row
+    check_out_of_scope_rows(config.out_of_scope_label, outside, classes, config.train)
     return splits
