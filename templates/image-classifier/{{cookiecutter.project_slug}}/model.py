@@ -8,7 +8,7 @@ weights); the head is dropout and one Dense layer. The last layer outputs logits
 import keras
 from keras import layers
 
-from kerasls.models import image_backbone
+from kerasls import image_backbone
 
 
 def build_model(input_shape, num_classes, config):

@@ -9,17 +9,14 @@ into the run folder `runs/<name>/`, whose path is the last line printed. This fi
 
 import sys
 
-from kerasls import run, startup
-from kerasls.config import TabularConfig
+import kerasls
+from kerasls import TabularConfig
 
 if __name__ == "__main__":  # a mistyped key, a missing file or column: one line in a second, before TensorFlow loads
-    run.check_before_tensorflow(sys.argv[1:], TabularConfig)
-startup.quiet_tensorflow()  # import TensorFlow without its start-up lines (--debug shows them)
+    kerasls.check_before_tensorflow(sys.argv[1:], TabularConfig)
+kerasls.quiet_tensorflow()  # import TensorFlow without its start-up lines (--debug shows them)
 
-from kerasls import guardrails, results, training
-from kerasls.errors import run_with_clear_errors
-from kerasls.export import export_classifier
-from kerasls.table_feed import TableFeed
+from kerasls import TableFeed, export_classifier, run_with_clear_errors
 
 from model import build_model
 
@@ -27,13 +24,13 @@ from model import build_model
 def main(argv):
     # ## Configuration
     # config.yaml, then key=value overrides, validated (an unknown key is an error).
-    config, command_line = run.read_command_line(argv, schema=TabularConfig)
-    training.set_seeds(config.seed, deterministic=config.training.deterministic)
-    training.configure_precision(config.training)
+    config, command_line = kerasls.read_command_line(argv, schema=TabularConfig)
+    kerasls.set_seeds(config.seed, deterministic=config.training.deterministic)
+    kerasls.configure_precision(config.training)
     # The tf.distribute strategy of training.distribute (one device, all local GPUs, or the workers of
     # TF_CONFIG). It is made before any other TensorFlow work, as multi-worker training requires.
-    strategy = training.distribution_strategy(config.training)
-    print(training.describe_setup(strategy, config.training))
+    strategy = kerasls.distribution_strategy(config.training)
+    print(kerasls.describe_setup(strategy, config.training))
 
     # ## Data
     # The training table, and validation/test tables when given; without a validation file, a stratified
@@ -45,9 +42,9 @@ def main(argv):
     # files are read in chunks, never whole (kerasls.data.streaming says what else differs).
     feed = TableFeed(config)
     print(feed.summary())
-    results.check_validation_rows(config.calibration, feed.in_scope_rows("val"))  # enough rows for conformal.alpha
-    guardrails.warn(config.targets)
-    batch_size, drop_remainder = config.training.batch_size, training.uses_xla(config.training)
+    kerasls.check_validation_rows(config.calibration, feed.in_scope_rows("val"))  # enough rows for conformal.alpha
+    kerasls.warn_about_targets(config.targets)
+    batch_size, drop_remainder = config.training.batch_size, kerasls.uses_xla(config.training)
     train_data = feed.train_dataset(batch_size, drop_remainder)  # each epoch's order depends on (seed, epoch)
     val_data = feed.dataset("val", batch_size)
 
@@ -59,12 +56,12 @@ def main(argv):
     # training class frequencies with `targets.prior: class_prior`; with a teacher, the distillation loss. The
     # metrics read the unsmoothed targets: `nll` and `accuracy`, or `soft_ce` and `argmax_agreement` for label
     # distributions. AdamW by default; `training.lr_schedule: cosine` adds cosine decay with warm-up.
-    steps = training.steps_per_epoch(feed.rows["train"], batch_size, drop_remainder)
+    steps = kerasls.steps_per_epoch(feed.rows["train"], batch_size, drop_remainder)
 
     def compile_model(model, training_config):
-        model.compile(optimizer=training.make_optimizer(training_config, steps),
-                      loss=training.make_loss(config.targets, prior=feed.class_prior()),
-                      metrics=training.make_metrics(config.targets, len(feed.classes)),
+        model.compile(optimizer=kerasls.make_optimizer(training_config, steps),
+                      loss=kerasls.make_loss(config.targets, prior=feed.class_prior()),
+                      metrics=kerasls.make_metrics(config.targets, len(feed.classes)),
                       jit_compile=training_config.jit_compile)
 
     with strategy.scope():
@@ -75,7 +72,7 @@ def main(argv):
         compile_model(model, config.training)
     model.summary()
 
-    run_folder = run.start_run(config, command_line)  # data and model checked out: runs/<name>/, the config
+    run_folder = kerasls.start_run(config, command_line)  # data and model checked out: runs/<name>/, the config
 
     # ## Training
     # TensorBoard, the best checkpoint and early stopping on the validation score (`val_nll`, or `val_soft_ce`
@@ -83,19 +80,19 @@ def main(argv):
     # after a crash to resume from the last finished epoch. With `model.freeze_backbone`, a second phase unfreezes
     # the text encoders (all weights, or their LoRA adapters) at `model.fine_tune_learning_rate`. Put callbacks
     # of your own before these.
-    epoch_score = training.validation_score(config.targets)
-    callbacks = training.standard_callbacks(run_folder, config.training, monitor=epoch_score)
-    training.fit(model, train_data, val_data, config.training, callbacks)
+    epoch_score = kerasls.validation_score(config.targets)
+    callbacks = kerasls.standard_callbacks(run_folder, config.training, monitor=epoch_score)
+    kerasls.fit(model, train_data, val_data, config.training, callbacks)
     if config.model.freeze_backbone and config.model.fine_tune_epochs:
         model_inputs.unfreeze_encoders()
         fine_tuning = config.training.model_copy(update={"learning_rate": config.model.fine_tune_learning_rate})
         with strategy.scope():
             compile_model(model, fine_tuning)
-        print(f"fine-tuning the text encoders: {training.describe_trainable(model)}, learning rate "
+        print(f"fine-tuning the text encoders: {kerasls.describe_trainable(model)}, learning rate "
               f"{fine_tuning.learning_rate:g}")
-        done = training.epochs_done(run_folder, phase="train")
-        callbacks = training.standard_callbacks(run_folder, fine_tuning, phase="fine_tune", monitor=epoch_score)
-        training.fit(model, train_data, val_data, fine_tuning, callbacks,
+        done = kerasls.epochs_done(run_folder, phase="train")
+        callbacks = kerasls.standard_callbacks(run_folder, fine_tuning, phase="fine_tune", monitor=epoch_score)
+        kerasls.fit(model, train_data, val_data, fine_tuning, callbacks,
                      epochs=done + config.model.fine_tune_epochs, initial_epoch=done)
 
     # ## Calibration
@@ -110,7 +107,7 @@ def main(argv):
     # chosen on the validation rows (with rows of data.out_of_scope_label among them, the threshold that best
     # separates them from the intents).
     serving = feed.serving(model)
-    calibrated = results.calibrate(serving, feed, config.calibration, seed=config.seed)
+    calibrated = kerasls.calibrate(serving, feed, config.calibration, seed=config.seed)
 
     # ## Export
     # A SavedModel that takes the raw columns by name and returns calibrated probabilities, class names, the
@@ -127,15 +124,15 @@ def main(argv):
                       "out_of_scope_label": config.data.out_of_scope_label},
         )
         print(f"export: {export_path}")
-    training.save_keras_model(model, run_folder)  # model.keras, for keras.models.load_model (encoded inputs)
+    kerasls.save_keras_model(model, run_folder)  # model.keras, for keras.models.load_model (encoded inputs)
 
     # ## Report
     # metrics.json, predictions.csv, report.html (metrics, curves, reliability diagram, automation rate,
     # prediction sets), all against the observed classes of the test split (or validation); `kerasls sweep` ranks
     # ε by the validation score after T.
-    metrics = results.report_run(run_folder, feed, calibrated, config, export_path, epoch_score,
+    metrics = kerasls.report_run(run_folder, feed, calibrated, config, export_path, epoch_score,
                                  title="{{ cookiecutter.project_name }}")
-    print(results.headline(metrics))
+    print(kerasls.headline(metrics))
     print(f"curves: tensorboard --logdir {run_folder.tensorboard}")
     print(f"run: {run_folder.path}")
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kerasls.export import KERAS_IMPORT_BLOCKER
-from kerasls.results import metrics_from_predictions
+from kerasls import KERAS_IMPORT_BLOCKER, metrics_from_predictions
 
 PROJECT = Path(__file__).resolve().parents[1]
 
