@@ -60,8 +60,12 @@ def test_predictions_csv_agrees_with_metrics(trained_project):
     metrics = trained_project.metrics
     predictions = pd.read_csv(trained_project.run / "predictions.csv")
     classes = metrics["classes"]
+    # a table with a text column: `unreadable` flags rows none of whose text the preprocessing knows
     assert list(predictions.columns) == ["label", *[f"prob_{c}" for c in classes],
-                                         *[f"calibrated_prob_{c}" for c in classes]]
+                                         *[f"calibrated_prob_{c}" for c in classes], "unreadable"]
+    queries = pd.read_csv(trained_project.eval_rows, keep_default_na=False)["search_query"].str.strip()
+    known = queries != "xyzzy plugh frobnicate"  # made-up words: readable or not, by their character n-grams
+    assert (predictions["unreadable"] == (queries == ""))[known].all() and (queries == "").sum() >= 2
     probabilities = predictions[[f"prob_{c}" for c in classes]].to_numpy()
     labels = predictions["label"].map(classes.index).to_numpy()
     accuracy = float((probabilities.argmax(1) == labels).mean())
@@ -107,8 +111,10 @@ def test_kerasls_predict_writes_rows_with_class_and_probabilities(trained_projec
     written = pd.read_csv(out, keep_default_na=False)
     rows = pd.read_csv(trained_project.eval_rows, keep_default_na=False)
     classes = trained_project.metrics["classes"]
-    assert list(written.columns) == [*rows.columns, "predicted_class", "confidence", *[f"prob_{c}" for c in classes],
-                                     "prediction_set", "set_size"]
+    assert list(written.columns) == [*rows.columns, "predicted_class", "confidence", "unreadable",
+                                     *[f"prob_{c}" for c in classes], "prediction_set", "set_size"]
+    predictions = pd.read_csv(trained_project.run / "predictions.csv")
+    assert written["unreadable"].tolist() == predictions["unreadable"].tolist()
     assert written["search_query"].tolist() == rows["search_query"].tolist()
     named = [set(text.split("|")) - {""} for text in written["prediction_set"]]
     assert [len(names) for names in named] == written["set_size"].tolist() and set().union(*named) <= set(classes)
