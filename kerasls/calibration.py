@@ -95,12 +95,6 @@ def log_softmax(logits, temperature=1.0):
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
-def top_label(probs):
-    """(confidence, prediction) = (max_k p_k, argmax_k p_k) per row; ties go to the lowest class index."""
-    probs = _check_probs(probs)
-    return probs.max(axis=1), probs.argmax(axis=1)
-
-
 # ------------------------------------------------------------------------------------------------- binning
 def _equal_width_statistics(confidence, outcome, bins):
     """Per-bin mean confidence, mean outcome and count for equal-width bins, histogram convention [a, b), [a, 1]."""

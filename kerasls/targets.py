@@ -5,13 +5,14 @@ Every target source ends as an [N, K] float32 array whose rows are distributions
 
     y_ls = y · (1 − ε) + ε / K
 
-(Szegedy et al. 2016). `smooth` is that closed form, used by the tests and by `class_prior_smooth`, which spreads
-the mass ε by the training class frequencies π instead of uniformly (Pereyra et al. 2017):
+(Szegedy et al. 2016). `smooth` is that closed form, and `class_prior_smooth` the one that spreads the mass ε by
+the training class frequencies π instead of uniformly (Pereyra et al. 2017):
 
     y_cp = y · (1 − ε) + ε · π
 
-When a project uses `class_prior`, the pipeline applies it and the loss's own `label_smoothing` is set to 0 so ε
-is not applied twice.
+Training never calls them: the Keras loss smooths uniformly, and `targets.prior: class_prior` smooths toward π
+inside the loss (`kerasls.losses.PriorSmoothedCrossentropy`), so the metrics read the unsmoothed targets. They are
+the closed forms the tests check those losses against, and the math a reader can run.
 """
 
 from dataclasses import dataclass

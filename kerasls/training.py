@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasls.config import TargetsConfig, TrainingConfig
-from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable, use_parallel_maps
+from kerasls.data.epochs import epoch_variable, use_parallel_maps
 from kerasls.distributed import fit_multi_worker, multi_worker_strategy
 from kerasls.errors import first_line
 from kerasls.losses import DistillationLoss, PriorSmoothedCrossentropy, hard_part_metrics
@@ -188,18 +188,6 @@ def check_logits_dtype(model) -> None:
                       stacklevel=3)
 
 
-def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig, prior=None,
-                       steps=1) -> keras.Model:
-    """`model.compile` with `make_loss`, `make_metrics` and `make_optimizer`: what train.py writes out in full."""
-    check_logits_dtype(model)
-    optimizer = make_optimizer(training, steps)
-    if model.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=make_loss(targets, prior),
-                  metrics=make_metrics(targets, model.output_shape[-1]), jit_compile=training.jit_compile)
-    return model
-
-
 def standard_callbacks(run, training: TrainingConfig, phase="train", monitor="val_nll") -> list:
     """TensorBoard, best checkpoint and early stopping on `monitor` (`validation_score`), and `EpochState`
     (history.csv and exact crash resume; `kerasls.resume`), which must come last so it sees the others'
@@ -219,21 +207,6 @@ def standard_callbacks(run, training: TrainingConfig, phase="train", monitor="va
     callbacks.append(EpochState(run.checkpoints / phase, run.history, epoch_variable(), early_stopping, checkpoint,
                                 monitor=monitor))
     return callbacks
-
-
-def make_dataset(features, targets, batch_size, shuffle=False, seed=0, drop_remainder=False):
-    """In-memory features and probability targets -> batched, prefetched `tf.data.Dataset`.
-
-    Training data (`shuffle`) is reshuffled every epoch in an order that depends only on (seed, epoch), so a
-    resumed run sees the same batches as an unbroken one. `drop_remainder` keeps every training batch the same
-    shape, so XLA compiles once instead of again for a partial last batch; it is ignored when there is less
-    than one full batch.
-    """
-    if shuffle:
-        return epoch_shuffled_dataset(features, targets, batch_size, seed, epoch_variable(), drop_remainder)
-    dataset = tf.data.Dataset.from_tensor_slices((features, targets))
-    drop_remainder = bool(drop_remainder) and len(features) >= batch_size
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def epochs_done(run, phase="train") -> int:

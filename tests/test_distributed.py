@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from recipe import compile_classifier
 
 from kerasls import run as run_module
 from kerasls.errors import KeraslsError
@@ -201,6 +202,7 @@ import keras, numpy as np, tensorflow as tf
 from kerasls import training
 from kerasls.config import TargetsConfig, TrainingConfig
 from kerasls.distributed import fit_multi_worker
+from recipe import compile_classifier
 
 config = TrainingConfig(distribute="multi_worker", jit_compile=False, learning_rate=0.01)
 keras.mixed_precision.set_global_policy("mixed_float16")
@@ -213,7 +215,7 @@ x[16] = 60000.0  # row 16 of the first global batch of 32 goes to worker 1: floa
 with strategy.scope():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(keras.layers.Dense(16, "relu")(inputs)))
-    training.compile_classifier(model, config, TargetsConfig())
+    compile_classifier(model, config, TargetsConfig())
 train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 history = fit_multi_worker(model, train, train, epochs=3, verbose=0)
 print("RESULT", json.dumps({"optimizer": type(model.optimizer).__name__,
@@ -233,7 +235,8 @@ def test_a_float16_overflow_on_one_worker_skips_the_step_on_all(tmp_path):
     processes = []
     try:
         for index in range(2):
-            env = {**os.environ, "TF_CONFIG": tf_config(cluster, "worker", index)}
+            env = {**os.environ, "TF_CONFIG": tf_config(cluster, "worker", index),
+                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
             with open(tmp_path / f"worker-{index}.log", "w") as log:
                 processes.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=log,
                                                   stderr=subprocess.STDOUT))
@@ -259,7 +262,6 @@ def test_custom_loop_matches_model_fit(teacher):
     import keras
     import tensorflow as tf
 
-    from kerasls import training
     from kerasls.config import SoftLabelsConfig, TargetsConfig, TrainingConfig
     from kerasls.distributed import fit_multi_worker
 
@@ -280,7 +282,7 @@ def test_custom_loop_matches_model_fit(teacher):
         inputs = keras.Input((5,))
         hidden = keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.01))(inputs)
         model = keras.Model(inputs, keras.layers.Dense(classes)(hidden))
-        return training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1, soft_labels=soft))
+        return compile_classifier(model, config, TargetsConfig(label_smoothing=0.1, soft_labels=soft))
 
     expected_model, model = compiled_model(), compiled_model()
     expected = expected_model.fit(train, validation_data=val, epochs=2, shuffle=False, verbose=0)

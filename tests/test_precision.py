@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from conftest import flat_model_inputs, run_train, tabular_build_model
+from recipe import compile_classifier, make_dataset
 
 from kerasls import results, training
 from kerasls.config import AugmentConfig, TargetsConfig, TextConfig, TrainingConfig, load_config
@@ -58,10 +59,10 @@ def train_blobs(policy, epochs=EPOCHS):
     config = TrainingConfig(epochs=epochs, batch_size=BATCH, learning_rate=3e-3, jit_compile=False)
     model = tabular_build_model()(flat_model_inputs(FEATURES), CLASSES,
                                   SimpleNamespace(hidden_units=[64, 32], dropout=0.0))
-    training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
+    compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
     features, targets = blobs()
-    train_data = training.make_dataset(features[:800], targets[:800], BATCH, shuffle=True, seed=3)
-    val_data = training.make_dataset(features[800:], targets[800:], BATCH)
+    train_data = make_dataset(features[:800], targets[:800], BATCH, shuffle=True, seed=3)
+    val_data = make_dataset(features[800:], targets[800:], BATCH)
     history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0, shuffle=False)
     return model, history.history
 
@@ -111,7 +112,7 @@ def test_loss_scale_optimizer_under_float16_only(runs):
 def test_compile_adds_loss_scaling_for_a_float16_policy_even_when_the_model_was_built_before():
     model = tabular_build_model()(flat_model_inputs(FEATURES), CLASSES, SimpleNamespace(hidden_units=[8], dropout=0.0))
     keras.mixed_precision.set_global_policy("mixed_float16")  # Keras' own wrapping looks at the model's policy
-    training.compile_classifier(model, TrainingConfig(), TargetsConfig())
+    compile_classifier(model, TrainingConfig(), TargetsConfig())
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
@@ -120,7 +121,7 @@ def test_compile_warns_about_low_precision_logits():
     inputs = keras.Input((FEATURES,))
     model = keras.Model(inputs, keras.layers.Dense(CLASSES)(inputs), name="bfloat16_head")
     with pytest.warns(UserWarning, match="outputs bfloat16 logits"):
-        training.compile_classifier(model, TrainingConfig(), TargetsConfig())
+        compile_classifier(model, TrainingConfig(), TargetsConfig())
 
 
 def test_config_mixed_precision_true_picks_bfloat16_on_a_cpu_and_false_restores_float32():
@@ -216,7 +217,7 @@ def test_jit_compile_auto_means_xla_only_where_keras_supports_it(without_op_dete
         model = tabular_build_model()(flat_model_inputs(FEATURES), CLASSES,
                                       SimpleNamespace(hidden_units=[8], dropout=0.0))
         config = TrainingConfig(jit_compile=setting, deterministic=False)
-        training.compile_classifier(model, config, TargetsConfig())
+        compile_classifier(model, config, TargetsConfig())
         assert model.jit_compile is expected, setting
         # train.py drops the last partial training batch exactly when the step is compiled
         assert training.uses_xla(config) is expected, setting
@@ -226,14 +227,14 @@ def test_jit_compile_auto_means_xla_only_where_keras_supports_it(without_op_dete
 def test_make_dataset_drop_remainder_gives_a_static_batch_dimension():
     features, targets = blobs(rows=200)  # 200 = 3 x 64 + 8
     for shuffle in (True, False):
-        dropped = training.make_dataset(features, targets, BATCH, shuffle=shuffle, drop_remainder=True)
+        dropped = make_dataset(features, targets, BATCH, shuffle=shuffle, drop_remainder=True)
         assert dropped.element_spec[0].shape.as_list() == [BATCH, FEATURES]
         assert [len(x) for x, _ in dropped] == [BATCH] * 3
-        kept = training.make_dataset(features, targets, BATCH, shuffle=shuffle, drop_remainder=False)
+        kept = make_dataset(features, targets, BATCH, shuffle=shuffle, drop_remainder=False)
         assert kept.element_spec[0].shape.as_list() == [None, FEATURES]
         assert [len(x) for x, _ in kept] == [BATCH] * 3 + [8]
     # fewer rows than one batch: nothing would be left to train on, so the partial batch is kept
-    small = training.make_dataset(features[:10], targets[:10], BATCH, shuffle=True, drop_remainder=True)
+    small = make_dataset(features[:10], targets[:10], BATCH, shuffle=True, drop_remainder=True)
     assert [len(x) for x, _ in small] == [10]
 
 
@@ -288,13 +289,13 @@ for drop_remainder in (True, False):
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(16, activation="relu")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(hidden))
-    training.compile_classifier(model, TrainingConfig(batch_size=64, jit_compile=True), TargetsConfig())
+    compile_classifier(model, TrainingConfig(batch_size=64, jit_compile=True), TargetsConfig())
     traces, train_step = [], model.train_step
     def counted(data, train_step=train_step, traces=traces):  # Python runs only while tf.function traces
         traces.append(data[0].shape.as_list())
         return train_step(data)
     model.train_step = counted
-    dataset = training.make_dataset(features, targets, 64, shuffle=True, seed=1, drop_remainder=drop_remainder)
+    dataset = make_dataset(features, targets, 64, shuffle=True, seed=1, drop_remainder=drop_remainder)
     before, steps = compiled(), Steps()
     steps.counts = []
     model.fit(dataset, epochs=3, verbose=0, shuffle=False, callbacks=[steps])

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,7 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from kerasls import replicas, training
+    from recipe import compile_classifier, make_dataset
     from kerasls.config import TargetsConfig, TrainingConfig
     from kerasls.data.epochs import epoch_shuffled_dataset
 
@@ -58,8 +60,8 @@ SCRIPT = textwrap.dedent("""
             keras.utils.set_random_seed(3)
             model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
                                       keras.layers.Dense(3)])
-            training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
-        data = training.make_dataset(x, y, 64, shuffle=True, seed=5)
+            compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
+        data = make_dataset(x, y, 64, shuffle=True, seed=5)
         history = model.fit(replicas.splittable_batches(model.distribute_strategy, data, 64), epochs=3,
                             shuffle=False, verbose=0)
         return model.get_weights(), history.history["loss"]
@@ -76,8 +78,8 @@ SCRIPT = textwrap.dedent("""
     with strategy.scope():
         keras.utils.set_random_seed(3)
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
-        training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
-    loop_history = fit_multi_worker(model, training.make_dataset(x, y, 64, shuffle=True, seed=5), None, epochs=3,
+        compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
+    loop_history = fit_multi_worker(model, make_dataset(x, y, 64, shuffle=True, seed=5), None, epochs=3,
                                     verbose=0)
     report["loop_weight_difference"] = max(float(np.max(np.abs(a - b)))
                                            for a, b in zip(one_weights, model.get_weights()))
@@ -88,7 +90,9 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def report():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    # run from tests/, so the script imports tests/recipe.py
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parent)
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
     return json.loads(lines[-1][len("REPORT "):])

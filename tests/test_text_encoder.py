@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from conftest import tabular_build_model
+from recipe import compile_classifier
 
 from kerasls import encoder_settings, results, training
 from kerasls.config import TabularConfig, TextConfig, build_config, load_config
@@ -240,7 +241,7 @@ def test_the_custom_loop_of_several_workers_trains_an_encoder_model_as_model_fit
     def compiled_model():
         keras.utils.set_random_seed(1)
         model = tabular_build_model()(preprocessor.model_inputs(), 3, SimpleNamespace(hidden_units=[8], dropout=0.0))
-        return training.compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
+        return compile_classifier(model, config, TargetsConfig(label_smoothing=0.1))
 
     expected_model, model = compiled_model(), compiled_model()
     expected = expected_model.fit(dataset, validation_data=dataset, epochs=2, shuffle=False, verbose=0)

@@ -274,11 +274,10 @@ class TableStream:
                 any(p[2] for p in parts))
 
     def dataset(self, split: str, batch_size: int, shuffle=False, drop_remainder=False, epoch=None,
-                smooth=None, encode=True, in_scope_only=False):
+                encode=True, in_scope_only=False):
         """Batches of (encoded features, targets) of `split`, read from the file every epoch.
 
-        `shuffle` permutes each chunk's rows by (seed, `epoch` variable, chunk number); `smooth(targets)`, a
-        function of numpy targets (class-prior smoothing), runs on each training chunk. `encode=False` keeps the
+        `shuffle` permutes each chunk's rows by (seed, `epoch` variable, chunk number). `encode=False` keeps the
         raw columns, as the export takes them (to evaluate through the served graph). `in_scope_only` leaves out
         the rows labelled `data.out_of_scope_label` (validation during training).
         """
@@ -291,8 +290,7 @@ class TableStream:
                 if in_scope_only and (labels < 0).any():
                     frame, targets = frame[labels >= 0], targets[labels >= 0]
                 columns = tabular.column_arrays(frame, features)
-                yield {name: columns[name] for name in features.all_columns()}, (
-                    smooth(targets) if smooth else targets)
+                yield {name: columns[name] for name in features.all_columns()}, targets
 
         signature = (self.preprocessor.input_signature(), tf.TensorSpec([None, len(classes)], tf.float32))
         dataset = tf.data.Dataset.from_generator(chunks, output_signature=signature)

@@ -292,10 +292,6 @@ class TabularSplits:
     def eval_split(self) -> str:
         return "test" if self.test is not None else "val"
 
-    @property
-    def eval_frame(self) -> pd.DataFrame:
-        return self.test if self.test is not None else self.val
-
     def targets(self, frame: pd.DataFrame):
         """(targets float32 [N, K], observed class indices [N], soft: bool) of one split (see `frame_targets`)."""
         return frame_targets(frame, self.classes, self.label, self.soft, self.out_of_scope)
