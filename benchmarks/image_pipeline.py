@@ -66,7 +66,7 @@ def fit_throughput(image_set, epochs: int) -> dict:
     from kerasls.config import AugmentConfig, TargetsConfig, TrainingConfig
     from kerasls.data import images as kimages
     from kerasls.models import small_cnn
-    from kerasls.training import make_loss, make_metrics, make_optimizer
+    from kerasls.training import compile_classifier
 
     mixer = build_mixer(AugmentConfig(mixup={"alpha": 0.2, "probability": 0.5},
                                       cutmix={"alpha": 1.0, "probability": 0.5}), seed=0)
@@ -77,9 +77,7 @@ def fit_throughput(image_set, epochs: int) -> dict:
         keras.utils.set_random_seed(0)
         inputs = keras.Input(shape=(SIZE, SIZE, 3))
         logits = keras.layers.Dense(classes, dtype="float32")(small_cnn((SIZE, SIZE, 3))(inputs))
-        model = keras.Model(inputs, logits)
-        model.compile(optimizer=make_optimizer(TrainingConfig()), loss=make_loss(TargetsConfig()),
-                      metrics=make_metrics(TargetsConfig(), classes))  # as train.py compiles
+        model = compile_classifier(keras.Model(inputs, logits), TrainingConfig(), TargetsConfig())
         dataset = kimages.make_image_dataset(image_set, (SIZE, SIZE), 3, BATCH, shuffle=True, seed=0, cache=True,
                                              mix=mix, drop_remainder=True)
         start = time.perf_counter()

@@ -188,6 +188,19 @@ def check_logits_dtype(model) -> None:
                       stacklevel=3)
 
 
+def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig, prior=None,
+                       steps=1) -> keras.Model:
+    """`model.compile` with `make_loss`, `make_metrics` and `make_optimizer`: what train.py writes out in full, for
+    the benchmarks and tests that train a model directly."""
+    check_logits_dtype(model)
+    optimizer = make_optimizer(training, steps)
+    if model.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=make_loss(targets, prior),
+                  metrics=make_metrics(targets, model.output_shape[-1]), jit_compile=training.jit_compile)
+    return model
+
+
 def standard_callbacks(run, training: TrainingConfig, phase="train", monitor="val_nll") -> list:
     """TensorBoard, best checkpoint and early stopping on `monitor` (`validation_score`), and `EpochState`
     (history.csv and exact crash resume; `kerasls.resume`), which must come last so it sees the others'

@@ -1,24 +1,11 @@
-"""What a generated train.py writes out in full, as two helpers for tests that train a model directly: `model.compile`
-with kerasls' loss, metrics and optimizer, and in-memory `tf.data` batches in the (seed, epoch) order."""
+"""Helpers for tests that train a model directly: `compile_classifier` (kerasls.training: `model.compile` with
+kerasls' loss, metrics and optimizer, as train.py writes it out) and in-memory `tf.data` batches in the (seed, epoch)
+order (`make_dataset`)."""
 
-import keras
 import tensorflow as tf
 
-from kerasls.config import TargetsConfig, TrainingConfig
 from kerasls.data.epochs import epoch_shuffled_dataset, epoch_variable
-from kerasls.training import check_logits_dtype, make_loss, make_metrics, make_optimizer
-
-
-def compile_classifier(model: keras.Model, training: TrainingConfig, targets: TargetsConfig, prior=None,
-                       steps=1) -> keras.Model:
-    """`model.compile` with `make_loss`, `make_metrics` and `make_optimizer`: what train.py writes out in full."""
-    check_logits_dtype(model)
-    optimizer = make_optimizer(training, steps)
-    if model.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=make_loss(targets, prior),
-                  metrics=make_metrics(targets, model.output_shape[-1]), jit_compile=training.jit_compile)
-    return model
+from kerasls.training import compile_classifier  # noqa: F401 (the tests import it from here)
 
 
 def make_dataset(features, targets, batch_size, shuffle=False, seed=0, drop_remainder=False):
