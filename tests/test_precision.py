@@ -270,6 +270,9 @@ import json, os, sys
 import keras, numpy as np
 from kerasls import training
 from kerasls.config import TargetsConfig, TrainingConfig
+from kerasls.training import compile_classifier
+sys.path.insert(0, "tests")  # run from the repository root: tests/recipe.py
+from recipe import make_dataset
 
 dump = sys.argv[1]
 def compiled():  # XLA writes one module per compilation of the train step
