@@ -37,8 +37,8 @@ from typing import Optional
 import numpy as np
 
 from kerasls import conformal
+from kerasls.targets import OUT_OF_SCOPE  # the observed class of a row whose answer is none of the classes
 
-OUT_OF_SCOPE = -1  # the observed class of a row whose answer is none of the classes
 RULES = ("confidence", "conformal")
 ABSTAIN_ALL = 1.0 + 1e-6  # a confidence threshold above every probability
 BOOTSTRAP_RESAMPLES = 200

@@ -173,10 +173,9 @@ class TabularPreprocessor(keras.layers.Layer):
         return len(self.numeric) + sum(self.category_sizes.values())
 
     def call(self, inputs):
-        """Raw columns -> the model's named inputs (`named` of the dense matrix and the encoders' tokens)."""
-        encoded = {"dense": self.dense(inputs)} if self.dense_width else {}
-        encoded.update({input_name(name): encoder(inputs[name]) for name, encoder in self.encoders.items()})
-        return self.named(encoded)
+        """Raw columns -> the model's named inputs (`named` of the dense matrix and the encoders' tokens): those of
+        `call_with_flags` (in a traced function the flags' ops, unused, are pruned)."""
+        return self.call_with_flags(inputs)[0]
 
     def call_with_flags(self, inputs):
         """(`call`'s named inputs, `unreadable` bool [N]): a row is unreadable when none of its text columns holds a

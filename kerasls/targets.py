@@ -37,13 +37,16 @@ def one_hot(indices, num_classes) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[indices]
 
 
+OUT_OF_SCOPE = -1  # the class index of a row labelled `data.out_of_scope_label`: it belongs to no class
+
+
 def hard_targets(indices, num_classes) -> np.ndarray:
     """Class indices [N] -> targets float32 [N, K]: one-hot rows, and the uniform distribution 1/K for an index of
-    -1 (a row labelled `data.out_of_scope_label`): outlier exposure (Hendrycks et al. 2019, "Deep anomaly detection
-    with outlier exposure") trains the model toward the uniform distribution on rows that belong to no class,
-    through the same pipeline and loss. Label smoothing leaves a uniform row uniform."""
+    `OUT_OF_SCOPE` (a row labelled `data.out_of_scope_label`): outlier exposure (Hendrycks et al. 2019, "Deep
+    anomaly detection with outlier exposure") trains the model toward the uniform distribution on rows that belong
+    to no class, through the same pipeline and loss. Label smoothing leaves a uniform row uniform."""
     indices = np.asarray(indices)
-    out = indices == -1
+    out = indices == OUT_OF_SCOPE
     targets = one_hot(np.where(out, 0, indices), num_classes)
     targets[out] = 1.0 / num_classes
     return targets
@@ -122,7 +125,7 @@ class SplitTargets:
     @property
     def out_of_scope(self) -> np.ndarray:
         """bool [N]: rows labelled `data.out_of_scope_label` (observed class -1), which belong to no class."""
-        return np.asarray(self.observed) < 0
+        return np.asarray(self.observed) == OUT_OF_SCOPE
 
     def in_scope(self) -> "SplitTargets":
         """These targets without the out-of-scope rows (what accuracy, calibration and T are computed on)."""

@@ -25,10 +25,11 @@ import pandas as pd
 
 from kerasls import targets as soft_targets
 from kerasls.data.epochs import epoch_permutation, epoch_shuffled_dataset, epoch_variable, parallel_calls
-from kerasls.data.labels import OUT_OF_SCOPE, check_out_of_scope_rows, label_strings
+from kerasls.data.labels import check_out_of_scope_rows, label_strings
 from kerasls.data.soft_labels import observed_from, soft_column_classes, table_targets
 from kerasls.data.tabular import read_table, stratified_split
 from kerasls.errors import KeraslsError
+from kerasls.targets import OUT_OF_SCOPE
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 

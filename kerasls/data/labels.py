@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kerasls.errors import KeraslsError
+from kerasls.targets import OUT_OF_SCOPE
 
 
 def as_text(value) -> str:
@@ -28,22 +29,18 @@ def label_strings(column: pd.Series) -> np.ndarray:
     return np.array([as_text(value) for value in column], dtype=object)
 
 
-OUT_OF_SCOPE = -1  # the index of a row labelled `data.out_of_scope_label` (kerasls.decisions.OUT_OF_SCOPE)
-
-
 def class_indices(names, classes, lines, source: str, not_a_class: str, out_of_scope=None) -> np.ndarray:
     """Class names -> int64 indices into `classes`, vectorised, and `OUT_OF_SCOPE` for the name `out_of_scope`;
     the first other name that is not a class raises "<source>: line <its line>: label <name> <not_a_class>".
     `lines[i]` is the file line of `names[i]`."""
     names = np.asarray(names, dtype=object)
-    codes = pd.Categorical(names, categories=list(classes)).codes.astype(np.int64)
-    if out_of_scope is not None:
-        codes[names == out_of_scope] = OUT_OF_SCOPE - 1  # kept apart from the unknown names' -1 until the check
-    unknown = np.flatnonzero(codes == -1)
+    codes = pd.Categorical(names, categories=list(classes)).codes.astype(np.int64)  # -1: not a class
+    outside = names == out_of_scope if out_of_scope is not None else np.zeros(len(names), dtype=bool)
+    unknown = np.flatnonzero((codes < 0) & ~outside)
     if unknown.size:
         first = unknown[0]
         raise KeraslsError(f"{source}: line {lines[first]}: label {names[first]!r} {not_a_class}")
-    codes[codes == OUT_OF_SCOPE - 1] = OUT_OF_SCOPE
+    codes[outside] = OUT_OF_SCOPE
     return codes
 
 
@@ -88,7 +85,7 @@ def check_out_of_scope_rows(label, rows: int, labels_seen, source) -> None:
 
 def check_decision_label(calibration, classes) -> None:
     """`calibration.abstain.label` must not be a class: a `decision` equal to it would mean both."""
-    abstain = getattr(calibration, "abstain", None)
+    abstain = calibration.abstain
     if abstain is not None and abstain.label in [str(name) for name in classes]:
         raise KeraslsError(f"calibration.abstain.label {abstain.label!r} is also a class, so a decision of "
                            f"{abstain.label!r} would mean either: choose another label, or set "

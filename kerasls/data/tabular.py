@@ -363,9 +363,11 @@ def load_splits(config: DataConfig, seed: int, soft=None) -> TabularSplits:
         check_columns(test, features, None if soft else config.label)
     splits = TabularSplits(train=train, val=val, test=test, classes=classes, features=features,
                            label=config.label, soft=soft, out_of_scope=config.out_of_scope_label)
-    outside = 0
-    for frame in (train, val, test):
+    for frame in (val, test):
         if frame is not None:
-            outside += int((splits.targets(frame)[1] < 0).sum())  # raises on an unseen class or a bad soft row
-    check_out_of_scope_rows(config.out_of_scope_label, outside, classes, config.train)
+            splits.targets(frame)  # raises on a class unseen in training or a bad soft-label row
+    if config.out_of_scope_label is not None:
+        outside = sum(int((label_strings(frame[config.label]) == config.out_of_scope_label).sum())
+                      for frame in (train, val, test) if frame is not None and config.label in frame)
+        check_out_of_scope_rows(config.out_of_scope_label, outside, classes, config.train)
     return splits
